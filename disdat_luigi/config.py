@@ -1,0 +1,61 @@
+"""Settings: luigi.cfg (luigi's own config search path) with environment variables on top.
+
+Environment variables override the file: ``DISDAT_<KEY>`` for the ``[disdat]`` section (``DISDAT_HOME``,
+``DISDAT_PIPE_ROOT``, ...) and ``DISDAT_<SECTION>_<KEY>`` for the others (``DISDAT_RUN_BACKEND``,
+``DISDAT_DOCKERIZE_BASE_IMAGE``, ...). Values are read when asked for, so a test or a CLI flag that sets the
+environment takes effect at once.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+from luigi.configuration import get_config
+
+
+def env_name(section: str, key: str) -> str:
+    prefix = "DISDAT_" if section == "disdat" else f"DISDAT_{section.upper()}_"
+    return prefix + key.upper()
+
+
+def setting(section: str, key: str, default: Optional[str] = None) -> Optional[str]:
+    """The value of ``[section] key``: environment first, then luigi.cfg, then ``default``."""
+    value = os.environ.get(env_name(section, key))
+    if value is not None:
+        return value
+    return get_config().get(section, key, default)
+
+
+def int_setting(section: str, key: str, default: int) -> int:
+    from .errors import DisdatError
+
+    raw = setting(section, key)
+    if raw in (None, ""):
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise DisdatError(f"[{section}] {key} must be an integer, got {raw!r} (luigi.cfg or "
+                          f"{env_name(section, key)})") from None
+
+
+def bool_setting(section: str, key: str, default: bool) -> bool:
+    raw = setting(section, key)
+    if raw in (None, ""):
+        return default
+    return raw.strip().lower() in ("1", "true", "yes", "on")
+
+
+def section(name: str) -> dict:
+    """Every key of a luigi.cfg section (no environment overrides): used for luigi's own ``[s3]``."""
+    config = get_config()
+    return dict(config.items(name)) if config.has_section(name) else {}
+
+
+def disdat_home() -> Path:
+    return Path(setting("disdat", "home") or "~/.disdat").expanduser()
+
+
+def pipe_root() -> Path:
+    return Path(setting("disdat", "pipe_root") or ".").expanduser().resolve()

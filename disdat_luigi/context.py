@@ -1,0 +1,307 @@
+"""One local context: its bundles (``objects/<uuid>/``), its SQLite index and its remote binding.
+
+Every bundle is built in a staging directory on the same filesystem (``tmp/``) and renamed into
+``objects/<uuid>/`` only when its files and manifest are complete; the index row is written after the
+rename, so a bundle is either fully there or not listed at all. Files are never changed afterwards.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence
+
+from . import values
+from .errors import DisdatError, NotFound
+from .fsutil import atomic_write, copy_and_hash, sha256_file
+from .index import BundleRow, Index
+from .manifest import FileEntry, Manifest, check_name, check_relpath, new_uuid
+
+MANIFEST = "manifest.json"
+FILES = "files"
+
+
+@dataclass(frozen=True)
+class RemoteBinding:
+    remote_context: str
+    url: str
+
+
+@dataclass
+class Bundle:
+    """A closed bundle in a local context (read-only)."""
+
+    manifest: Manifest
+    dir: Path
+
+    @property
+    def uuid(self) -> str:
+        return self.manifest.uuid
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def tags(self) -> Dict[str, str]:
+        return dict(self.manifest.tags)
+
+    @property
+    def committed(self) -> bool:
+        return self.manifest.committed
+
+    @property
+    def files_dir(self) -> Path:
+        return self.dir / FILES
+
+    def path(self, rel: str) -> Path:
+        return self.files_dir / rel
+
+    def data(self, load_frames: bool = True) -> Any:
+        """The bundle's value as Python, file items as absolute local paths."""
+        return values.decode(self.manifest.data, self.files_dir, load_frames)
+
+
+class Staging:
+    """A bundle being built: files go under ``dir/files``; :meth:`close` publishes it atomically."""
+
+    def __init__(self, context: "Context", key: Optional[str] = None):
+        self.context = context
+        self.dir = context.tmp / (key or f"stage-{new_uuid()}")
+        self.files_dir = self.dir / FILES
+        self.files_dir.mkdir(parents=True, exist_ok=True)
+        self.entries: Dict[str, FileEntry] = {}
+
+    def new_file(self, rel: str) -> Path:
+        path = self.files_dir / check_relpath(rel)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def add_file(self, src: Path, rel: str) -> str:
+        """Copy ``src`` into the bundle as ``rel`` (hashing in the same pass)."""
+        if rel in self.entries:
+            raise DisdatError(f"two inputs would both be stored as {rel!r} in the bundle: rename one")
+        try:
+            with open(src, "rb") as f:
+                self.entries[rel] = FileEntry(*copy_and_hash(f, self.new_file(rel)))
+        except OSError as exc:
+            raise DisdatError(f"cannot read {src}: {exc.strerror}") from None
+        return rel
+
+    def adopt(self, path: Path) -> str:
+        """Make ``path`` part of the bundle: in place when it is already inside, else copied in."""
+        path = Path(os.path.abspath(path))
+        try:
+            rel = path.relative_to(self.files_dir).as_posix()
+        except ValueError:
+            return self.add_file(path, self._unused_name(path.name))
+        if rel not in self.entries:
+            self.entries[rel] = FileEntry(*sha256_file(path))
+        return rel
+
+    def _unused_name(self, name: str) -> str:
+        stem, dot, ext = name.partition(".")
+        candidate, n = name, 1
+        while candidate in self.entries or (self.files_dir / candidate).exists():
+            candidate = f"{stem}-{n}{dot}{ext}"
+            n += 1
+        return candidate
+
+    def close(self, manifest: Manifest, processing_id: Optional[str] = None,
+              run_id: Optional[str] = None) -> Bundle:
+        """Write the manifest, rename into ``objects/<uuid>``, then index it."""
+        final = self.context.objects / manifest.uuid
+        atomic_write(self.dir / MANIFEST, manifest.to_json())
+        final.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(self.dir, final)
+        except OSError:
+            raise DisdatError(f"bundle {manifest.uuid} already exists in context {self.context.name}") from None
+        self.context.index.insert(manifest, processing_id, run_id)
+        return Bundle(manifest, final)
+
+    def abandon(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> "Staging":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abandon()
+
+
+def _rel_paths(paths: Sequence[Path]) -> List[tuple]:
+    """(source, relative path) for every file in ``paths``; directories keep their own name as top level."""
+    out = []
+    for p in paths:
+        if p.is_dir():
+            for root, dirs, names in os.walk(p):
+                dirs.sort()
+                for n in sorted(names):
+                    src = Path(root) / n
+                    out.append((src, src.relative_to(p.parent).as_posix()))
+        elif p.is_file():
+            out.append((p, p.name))
+        elif p.exists():
+            raise DisdatError(f"cannot add {p}: it is neither a file nor a directory")
+        else:
+            raise DisdatError(f"cannot add {p}: no such file or directory")
+    for src, _ in out:
+        if not os.access(src, os.R_OK):
+            raise DisdatError(f"cannot add {src}: permission denied")
+    return out
+
+
+class Context:
+    def __init__(self, root: Path, name: str):
+        self.name = check_name(name, "context name")
+        self.path = root
+        self.objects = root / "objects"
+        self.tmp = root / "tmp"
+        self._index: Optional[Index] = None
+
+    @property
+    def index(self) -> Index:
+        if self._index is None:
+            self.tmp.mkdir(parents=True, exist_ok=True)
+            self._index = Index(self.path / "index.sqlite")
+        return self._index
+
+    def close(self) -> None:
+        if self._index is not None:
+            self._index.close()
+            self._index = None
+
+    # -- remote binding ----------------------------------------------------------------------------
+    @property
+    def remote(self) -> Optional[RemoteBinding]:
+        try:
+            d = json.loads((self.path / "remote.json").read_text())
+        except FileNotFoundError:
+            return None
+        return RemoteBinding(d["remote_context"], d["url"])
+
+    def bind_remote(self, binding: RemoteBinding) -> None:
+        atomic_write(self.path / "remote.json", json.dumps(binding.__dict__).encode())
+
+    def require_remote(self) -> RemoteBinding:
+        binding = self.remote
+        if binding is None:
+            raise DisdatError(f"context {self.name} has no remote: bind one with `dsdt remote REMOTE_CONTEXT "
+                              f"s3://bucket/prefix` (or file:///dir)")
+        return binding
+
+    # -- building ------------------------------------------------------------------------------------
+    def stage(self, key: Optional[str] = None) -> Staging:
+        return Staging(self, key)
+
+    def add_paths(self, name: str, paths: Iterable[Path], tags: Optional[Dict[str, str]] = None) -> Bundle:
+        """A new bundle holding files and directories (kept with their relative paths)."""
+        check_name(name)
+        sources = _rel_paths([Path(p) for p in paths])
+        with self.stage() as st:
+            data = [{values.FILE: st.add_file(src, rel)} for src, rel in sources]
+            return st.close(Manifest(name=name, tags=dict(tags or {}), presentation="files", data=data,
+                                     files=st.entries))
+
+    def add_value(self, name: str, value: Any, tags: Optional[Dict[str, str]] = None, committed: bool = False,
+                  lineage: Optional[dict] = None, processing_id: Optional[str] = None,
+                  run_id: Optional[str] = None, staging: Optional[Staging] = None) -> Bundle:
+        """A new bundle holding a Python value (files in it are copied in, or adopted from ``staging``)."""
+        check_name(name)
+        st = staging or self.stage()
+        with st:
+            presentation, data = values.encode(value, st.adopt, st.new_file)
+            _drop_unreferenced(st, data)
+            manifest = Manifest(name=name, tags=dict(tags or {}), committed=committed,
+                                presentation=presentation, data=data, files=st.entries, lineage=lineage)
+            return st.close(manifest, processing_id, run_id)
+
+    # -- reading -------------------------------------------------------------------------------------
+    def bundle(self, uuid: str) -> Bundle:
+        row = self.index.get(uuid)
+        if row is None:
+            raise NotFound(f"no bundle with uuid {uuid} in context {self.name} (see `dsdt ls -v`)")
+        return self._load(row)
+
+    def latest(self, name: str, tags: Optional[Dict[str, str]] = None) -> Bundle:
+        row = self.index.latest(check_name(name), tags)
+        if row is None:
+            with_tags = f" with tags {_fmt_tags(tags)}" if tags else ""
+            raise NotFound(f"no bundle named {name}{with_tags} in context {self.name} (see `dsdt ls`)")
+        return self._load(row)
+
+    def resolve(self, name: Optional[str] = None, uuid: Optional[str] = None,
+                tags: Optional[Dict[str, str]] = None) -> Bundle:
+        return self.bundle(uuid) if uuid else self.latest(name, tags)  # type: ignore[arg-type]
+
+    def find(self, patterns: Sequence[str] = (), tags: Optional[Dict[str, str]] = None,
+             committed: Optional[bool] = None, latest_only: bool = False) -> List[BundleRow]:
+        return self.index.find(patterns, tags, committed, latest_only)
+
+    def by_processing_id(self, processing_id: str) -> Optional[Bundle]:
+        row = self.index.by_processing_id(processing_id)
+        return self._load(row) if row else None
+
+    def by_run_id(self, run_id: str) -> Optional[Bundle]:
+        row = self.index.by_run_id(run_id)
+        return self._load(row) if row else None
+
+    def has(self, uuid: str) -> bool:
+        return self.index.get(uuid) is not None
+
+    def local_copy_of(self, sha256: str) -> Optional[Path]:
+        """A local file with these bytes, if any bundle here has one."""
+        hit = self.index.file_with_sha256(sha256)
+        return self.objects / hit[0] / FILES / hit[1] if hit else None
+
+    def _load(self, row: BundleRow) -> Bundle:
+        d = self.objects / row.uuid
+        manifest = Manifest.from_json((d / MANIFEST).read_bytes())
+        # committed state and tags may have changed after the manifest was first written
+        manifest = replace(manifest, committed=row.committed, tags=row.tags)
+        return Bundle(manifest, d)
+
+    # -- changing ------------------------------------------------------------------------------------
+    def commit(self, bundle: Bundle, tags: Optional[Dict[str, str]] = None) -> Bundle:
+        tags = dict(tags or {})
+        if bundle.committed:
+            if tags and any(bundle.tags.get(k) != v for k, v in tags.items()):
+                raise DisdatError(f"bundle {bundle.name} ({bundle.uuid}) is already committed: its tags cannot "
+                                  f"change")
+            return bundle
+        manifest = replace(bundle.manifest, committed=True, tags={**bundle.tags, **tags})
+        atomic_write(bundle.dir / MANIFEST, manifest.to_json())
+        self.index.commit(bundle.uuid, manifest.tags)
+        return Bundle(manifest, bundle.dir)
+
+    def remove(self, uuids: Sequence[str]) -> None:
+        """Unlist first, then delete the files, so nothing ever lists a half-removed bundle."""
+        self.index.delete(uuids)
+        for u in uuids:
+            trash = self.tmp / f"trash-{u}-{time.monotonic_ns()}"
+            try:
+                os.rename(self.objects / u, trash)
+            except FileNotFoundError:
+                continue
+            shutil.rmtree(trash, ignore_errors=True)
+
+
+def _drop_unreferenced(st: Staging, data: Any) -> None:
+    """Scratch files a pipe left in its output directory but did not return are not part of the bundle."""
+    keep = set(values.file_refs(data))
+    for rel in [r for r in st.entries if r not in keep]:
+        del st.entries[rel]
+    for root, _dirs, names in os.walk(st.files_dir):
+        for n in names:
+            p = Path(root) / n
+            if p.relative_to(st.files_dir).as_posix() not in keep:
+                p.unlink()
+
+
+def _fmt_tags(tags: Optional[Dict[str, str]]) -> str:
+    return " ".join(f"{k}:{v}" for k, v in (tags or {}).items())

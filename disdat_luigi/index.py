@@ -1,0 +1,155 @@
+"""The SQLite index of one local context: which bundles exist, their names, tags and files.
+
+The manifests under ``objects/<uuid>/`` are the truth; the index makes lookups by name, tag, uuid,
+processing id, run id and file sha256 cheap. WAL mode and ``BEGIN IMMEDIATE`` let several ``dsdt``
+processes write to one context at the same time: writers queue on the lock (up to ``timeout``) instead
+of failing.
+"""
+from __future__ import annotations
+
+import sqlite3
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Sequence
+
+from .manifest import Manifest
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS bundles (
+    uuid TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    created TEXT NOT NULL,
+    committed INTEGER NOT NULL DEFAULT 0,
+    processing_id TEXT,
+    run_id TEXT
+);
+CREATE INDEX IF NOT EXISTS bundles_by_name ON bundles(name, created);
+CREATE INDEX IF NOT EXISTS bundles_by_processing_id ON bundles(processing_id);
+CREATE INDEX IF NOT EXISTS bundles_by_run_id ON bundles(run_id);
+CREATE TABLE IF NOT EXISTS tags (
+    uuid TEXT NOT NULL REFERENCES bundles(uuid) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (uuid, key)
+);
+CREATE TABLE IF NOT EXISTS files (
+    uuid TEXT NOT NULL REFERENCES bundles(uuid) ON DELETE CASCADE,
+    relpath TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    PRIMARY KEY (uuid, relpath)
+);
+CREATE INDEX IF NOT EXISTS files_by_sha256 ON files(sha256);
+"""
+
+
+@dataclass(frozen=True)
+class BundleRow:
+    uuid: str
+    name: str
+    created: str
+    committed: bool
+    tags: Dict[str, str]
+
+
+class Index:
+    def __init__(self, path: Path, timeout: float = 60.0):
+        self._db = sqlite3.connect(str(path), timeout=timeout, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        with self._write() as db:
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                db.execute(statement)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # -- writes ------------------------------------------------------------------------------------
+    def insert(self, m: Manifest, processing_id: Optional[str] = None, run_id: Optional[str] = None) -> None:
+        with self._write() as db:
+            db.execute("INSERT INTO bundles (uuid, name, created, committed, processing_id, run_id) "
+                       "VALUES (?, ?, ?, ?, ?, ?)", (m.uuid, m.name, m.created, int(m.committed), processing_id,
+                                                     run_id))
+            db.executemany("INSERT INTO tags (uuid, key, value) VALUES (?, ?, ?)",
+                           [(m.uuid, k, v) for k, v in m.tags.items()])
+            db.executemany("INSERT INTO files (uuid, relpath, sha256) VALUES (?, ?, ?)",
+                           [(m.uuid, rel, e.sha256) for rel, e in m.files.items()])
+
+    def commit(self, uuid: str, tags: Dict[str, str]) -> None:
+        with self._write() as db:
+            db.execute("UPDATE bundles SET committed = 1 WHERE uuid = ?", (uuid,))
+            db.executemany("INSERT OR REPLACE INTO tags (uuid, key, value) VALUES (?, ?, ?)",
+                           [(uuid, k, v) for k, v in tags.items()])
+
+    def delete(self, uuids: Sequence[str]) -> None:
+        with self._write() as db:
+            db.executemany("DELETE FROM bundles WHERE uuid = ?", [(u,) for u in uuids])
+
+    # -- reads -------------------------------------------------------------------------------------
+    def _rows(self, where: str, args: Sequence, order: str = "b.name, b.created DESC, b.rowid DESC",
+              limit: Optional[int] = None) -> List[BundleRow]:
+        sql = (f"SELECT b.uuid, b.name, b.created, b.committed FROM bundles b WHERE {where} ORDER BY {order}"
+               + (f" LIMIT {int(limit)}" if limit else ""))
+        rows = self._db.execute(sql, args).fetchall()
+        if not rows:
+            return []
+        marks = ",".join("?" * len(rows))
+        tags: Dict[str, Dict[str, str]] = {}
+        for u, k, v in self._db.execute(f"SELECT uuid, key, value FROM tags WHERE uuid IN ({marks})",
+                                        [r[0] for r in rows]):
+            tags.setdefault(u, {})[k] = v
+        return [BundleRow(u, n, c, bool(cm), tags.get(u, {})) for u, n, c, cm in rows]
+
+    def get(self, uuid: str) -> Optional[BundleRow]:
+        rows = self._rows("b.uuid = ?", [uuid])
+        return rows[0] if rows else None
+
+    def find(self, patterns: Sequence[str] = (), tags: Optional[Dict[str, str]] = None,
+             committed: Optional[bool] = None, latest_only: bool = False) -> List[BundleRow]:
+        """Bundles whose name matches any glob in ``patterns`` and that carry every tag in ``tags``.
+
+        With ``latest_only``, only the newest matching version of each name.
+        """
+        where, args = ["1"], []
+        if patterns:
+            where.append("(" + " OR ".join("b.name GLOB ?" for _ in patterns) + ")")
+            args += list(patterns)
+        for k, v in (tags or {}).items():
+            where.append("EXISTS (SELECT 1 FROM tags t WHERE t.uuid = b.uuid AND t.key = ? AND t.value = ?)")
+            args += [k, v]
+        if committed is not None:
+            where.append("b.committed = ?")
+            args.append(int(committed))
+        rows = self._rows(" AND ".join(where), args)
+        if latest_only:
+            seen: set = set()
+            rows = [r for r in rows if not (r.name in seen or seen.add(r.name))]
+        return rows
+
+    def latest(self, name: str, tags: Optional[Dict[str, str]] = None) -> Optional[BundleRow]:
+        rows = self.find([name], tags, latest_only=True)  # names never hold glob characters
+        return rows[0] if rows else None
+
+    def by_processing_id(self, processing_id: str) -> Optional[BundleRow]:
+        rows = self._rows("b.processing_id = ?", [processing_id], order="b.created DESC", limit=1)
+        return rows[0] if rows else None
+
+    def by_run_id(self, run_id: str) -> Optional[BundleRow]:
+        rows = self._rows("b.run_id = ?", [run_id], order="b.created DESC", limit=1)
+        return rows[0] if rows else None
+
+    def file_with_sha256(self, sha256: str) -> Optional[tuple]:
+        """(uuid, relpath) of some local file with these bytes, for pulls that can copy instead of fetch."""
+        return self._db.execute("SELECT uuid, relpath FROM files WHERE sha256 = ? LIMIT 1", (sha256,)).fetchone()
+

