@@ -110,8 +110,7 @@ class Staging:
             n += 1
         return candidate
 
-    def close(self, manifest: Manifest, processing_id: Optional[str] = None,
-              run_id: Optional[str] = None) -> Bundle:
+    def close(self, manifest: Manifest) -> Bundle:
         """Write the manifest, rename into ``objects/<uuid>``, then index it."""
         final = self.context.objects / manifest.uuid
         atomic_write(self.dir / MANIFEST, manifest.to_json())
@@ -120,7 +119,7 @@ class Staging:
             os.rename(self.dir, final)
         except OSError:
             raise DisdatError(f"bundle {manifest.uuid} already exists in context {self.context.name}") from None
-        self.context.index.insert(manifest, processing_id, run_id)
+        self.context.index.insert(manifest)
         return Bundle(manifest, final)
 
     def abandon(self) -> None:
@@ -209,8 +208,7 @@ class Context:
                                      files=st.entries))
 
     def add_value(self, name: str, value: Any, tags: Optional[Dict[str, str]] = None, committed: bool = False,
-                  lineage: Optional[dict] = None, processing_id: Optional[str] = None,
-                  run_id: Optional[str] = None, staging: Optional[Staging] = None) -> Bundle:
+                  lineage: Optional[dict] = None, staging: Optional[Staging] = None) -> Bundle:
         """A new bundle holding a Python value (files in it are copied in, or adopted from ``staging``)."""
         check_name(name)
         st = staging or self.stage()
@@ -219,7 +217,7 @@ class Context:
             _drop_unreferenced(st, data)
             manifest = Manifest(name=name, tags=dict(tags or {}), committed=committed,
                                 presentation=presentation, data=data, files=st.entries, lineage=lineage)
-            return st.close(manifest, processing_id, run_id)
+            return st.close(manifest)
 
     # -- reading -------------------------------------------------------------------------------------
     def bundle(self, uuid: str) -> Bundle:

@@ -76,7 +76,9 @@ class Index:
         self._db.execute("COMMIT")
 
     # -- writes ------------------------------------------------------------------------------------
-    def insert(self, m: Manifest, processing_id: Optional[str] = None, run_id: Optional[str] = None) -> None:
+    def insert(self, m: Manifest) -> None:
+        lineage = m.lineage or {}
+        processing_id, run_id = lineage.get("processing_id"), lineage.get("run_id")
         with self._write() as db:
             db.execute("INSERT INTO bundles (uuid, name, created, committed, processing_id, run_id) "
                        "VALUES (?, ?, ?, ?, ?, ?)", (m.uuid, m.name, m.created, int(m.committed), processing_id,

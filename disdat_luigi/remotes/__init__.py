@@ -1,0 +1,47 @@
+"""Remotes: where bundles are shared (S3 or a local directory), in DESIGN.md's layout."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+from urllib.parse import unquote, urlparse
+
+from .. import config
+from ..context import Context
+from ..errors import DisdatError
+from .base import ObjectStore
+from .remote import Remote
+
+
+def transfer_workers() -> int:
+    return max(1, config.int_setting("disdat", "transfer_workers", 10))
+
+
+def open_store(url: str, workers: Optional[int] = None) -> ObjectStore:
+    """The object store behind a remote URL: ``s3://bucket[/prefix]`` or ``file:///dir``."""
+    parsed = urlparse(url)
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise DisdatError(f"remote URL {url!r} has no bucket: write s3://bucket/prefix")
+        from .s3 import S3Store
+
+        return S3Store(parsed.netloc, parsed.path, workers or transfer_workers())
+    if parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost") or not parsed.path.startswith("/"):
+            raise DisdatError(f"remote URL {url!r} must be an absolute path: file:///dir")
+        from .file import FileStore
+
+        return FileStore(Path(unquote(parsed.path)))
+    raise DisdatError(f"remote URL {url!r} is not supported: use s3://bucket/prefix or file:///dir")
+
+
+def open_remote(url: str, remote_context: str, workers: Optional[int] = None) -> Remote:
+    return Remote(open_store(url, workers), remote_context)
+
+
+def remote_of(ctx: Context, workers: Optional[int] = None) -> Remote:
+    """The remote the local context is bound to (error with the fix when it has none)."""
+    binding = ctx.require_remote()
+    return open_remote(binding.url, binding.remote_context, workers)
+
+
+__all__ = ["ObjectStore", "Remote", "open_remote", "open_store", "remote_of", "transfer_workers"]

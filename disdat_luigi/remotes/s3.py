@@ -1,0 +1,178 @@
+"""A remote on S3 or an S3-compatible server (``s3://bucket/prefix``).
+
+One boto3 client per store, shared by every thread (its connection pool sized to the worker count), one
+s3transfer TransferManager for multipart uploads and downloads of large files, and botocore's standard
+retry mode (backoff on throttling, 5xx and dropped connections) as the single place retries happen.
+
+Settings: luigi.cfg ``[s3]`` (endpoint_url, region_name, credentials: luigi's own section, passed to boto3),
+boto3's environment (``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_S3``, ``AWS_PROFILE``, ...) and the usual
+credential chain. Every botocore failure becomes one RemoteError line here.
+"""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any, BinaryIO, Dict, Iterator, Optional
+
+from .. import config
+from ..errors import NotFound, RemoteError
+from .base import ObjectStore, OnBytes
+
+# luigi.cfg [s3] keys that are boto3 client arguments (luigi's S3Client passes the same ones).
+_CLIENT_KEYS = ("endpoint_url", "region_name", "aws_access_key_id", "aws_secret_access_key",
+                "aws_session_token", "verify", "use_ssl")
+_CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "ExpiredToken",
+                     "InvalidToken", "TokenRefreshRequired", "403", "Forbidden"}
+MULTIPART = 8 * 1024 * 1024
+
+
+def client_kwargs() -> Dict[str, Any]:
+    """boto3 client arguments from luigi.cfg ``[s3]``."""
+    s3 = config.section("s3")
+    kwargs: Dict[str, Any] = {k: s3[k] for k in _CLIENT_KEYS if s3.get(k) not in (None, "")}
+    for flag in ("verify", "use_ssl"):
+        if flag in kwargs:
+            kwargs[flag] = str(kwargs[flag]).lower() not in ("0", "false", "no", "off")
+    return kwargs
+
+
+def make_session():
+    import boto3
+
+    return boto3.session.Session()
+
+
+def make_client(workers: int, max_attempts: Optional[int] = None, session=None):
+    from botocore.config import Config
+
+    attempts = max_attempts or config.int_setting("disdat", "s3_max_attempts", 5)
+    cfg = Config(max_pool_connections=workers + 4, connect_timeout=10, read_timeout=120,
+                 retries={"mode": "standard", "max_attempts": attempts})
+    return (session or make_session()).client("s3", config=cfg, **client_kwargs())
+
+
+def endpoint_of(client) -> str:
+    return client.meta.endpoint_url
+
+
+@contextlib.contextmanager
+def s3_errors(bucket: str, endpoint: str, key: str = "") -> Iterator[None]:
+    """Turn botocore's exceptions into one line that says what to do."""
+    from botocore import exceptions as bx
+
+    try:
+        yield
+    except (bx.NoCredentialsError, bx.PartialCredentialsError):
+        raise RemoteError("no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
+                          "AWS_PROFILE, or [s3] aws_access_key_id in luigi.cfg") from None
+    except bx.ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in ("NoSuchKey", "404", "NotFound"):
+            raise NotFound(f"{key or 'object'} is not on the remote s3://{bucket}") from None
+        if code == "NoSuchBucket":
+            raise RemoteError(f"bucket {bucket} does not exist at {endpoint}: create it or fix the remote URL"
+                              ) from None
+        if code in _CREDENTIAL_CODES:
+            raise RemoteError(f"S3 at {endpoint} refused the credentials for bucket {bucket} ({code}): check "
+                              f"AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE") from None
+        raise RemoteError(f"S3 error on s3://{bucket}/{key}: {code} "
+                          f"{exc.response.get('Error', {}).get('Message', '')}".rstrip()) from None
+    except (bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ConnectionClosedError) as exc:
+        raise RemoteError(f"cannot reach S3 at {endpoint}: is the server up and the endpoint right? ([s3] "
+                          f"endpoint_url or AWS_ENDPOINT_URL) ({type(exc).__name__})") from None
+    except bx.BotoCoreError as exc:
+        raise RemoteError(f"S3 request failed for s3://{bucket}/{key}: {exc}") from None
+
+
+class S3Store(ObjectStore):
+    def __init__(self, bucket: str, prefix: str, workers: int, client=None):
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
+        self.workers = workers
+        self.client = client or make_client(workers)
+        self.endpoint = endpoint_of(self.client)
+        self._manager = None
+
+    def _errors(self, key: str = ""):
+        return s3_errors(self.bucket, self.endpoint, key)
+
+    @property
+    def manager(self):
+        if self._manager is None:
+            from s3transfer.manager import TransferConfig, TransferManager
+
+            self._manager = TransferManager(self.client, TransferConfig(
+                multipart_threshold=MULTIPART, multipart_chunksize=MULTIPART,
+                max_request_concurrency=self.workers, max_submission_concurrency=self.workers))
+        return self._manager
+
+    def close(self) -> None:
+        if self._manager is not None:
+            self._manager.shutdown()
+            self._manager = None
+
+    def check(self) -> None:
+        with self._errors():
+            self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
+
+    def exists(self, key: str) -> bool:
+        try:
+            with self._errors(key):
+                self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
+        except NotFound:
+            return False
+        return True
+
+    def list(self, prefix: str) -> Iterator[str]:
+        skip = len(self.prefix)
+        with self._errors(prefix):
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
+                                                                          Prefix=self.prefix + prefix)
+            for page in pages:
+                for obj in page.get("Contents", ()):
+                    yield obj["Key"][skip:]
+
+    def get_bytes(self, key: str) -> bytes:
+        with self._errors(key):
+            return self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"].read()
+
+    @contextlib.contextmanager
+    def open_range(self, key: str, start: int, length: int) -> Iterator[BinaryIO]:
+        with self._errors(key):
+            body = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key,
+                                          Range=f"bytes={start}-{start + length - 1}")["Body"]
+            try:
+                yield body
+            finally:
+                body.close()
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        with self._errors(key):
+            self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data)
+
+    def upload_file(self, key: str, path: Path, on_bytes: OnBytes) -> None:
+        with self._errors(key):
+            self.manager.upload(str(path), self.bucket, self.prefix + key,
+                                subscribers=[_Progress(on_bytes)]).result()
+
+    def download_file(self, key: str, path: Path, on_bytes: OnBytes) -> None:
+        with self._errors(key):
+            self.manager.download(self.bucket, self.prefix + key, str(path),
+                                  subscribers=[_Progress(on_bytes)]).result()
+
+
+class _Progress:
+    """s3transfer subscriber that forwards byte counts."""
+
+    def __init__(self, on_bytes: OnBytes):
+        self.on_bytes = on_bytes
+
+    def on_queued(self, **kwargs) -> None:
+        pass
+
+    def on_progress(self, bytes_transferred: int, **kwargs) -> None:
+        self.on_bytes(bytes_transferred)
+
+    def on_done(self, **kwargs) -> None:
+        pass

@@ -1,0 +1,382 @@
+"""The transfer engine: push a local bundle to a remote, pull a remote bundle into a local context.
+
+Used by ``dsdt push``/``pull``, the Luigi tasks and the container entrypoint. Its rules:
+
+* **Small files travel packed.** Files below ``[disdat] pack_threshold`` (default 1 MiB; 0 turns packing
+  off) are concatenated into pack objects (``packs/<sha256>``) of at most 64 MiB; the remote manifest
+  records each file's pack and offset, so a pull fetches whole packs or byte ranges. A bundle of
+  thousands of small files costs a handful of requests. Large files are one content-addressed blob each
+  (``blobs/<sha[:2]>/<sha>``), readable on S3 by any tool.
+* **Nothing is sent twice.** The previous version's manifest (one LIST, one GET) says which packed files
+  and blobs are already up; other blobs are found with one LIST per sha prefix, never a request per file.
+  A pull copies files it already has in any local bundle instead of fetching them.
+* **Integrity.** Every pulled file is checked against its sha256 before it is kept; a mismatch fails the
+  pull and the bad bytes are dropped.
+* **Atomic and resumable.** The remote manifest is written last, after every object it names; a pull
+  builds the bundle in ``tmp/pull-<uuid>/`` (verified files survive an interruption) and renames it into
+  place. Running an interrupted push or pull again completes it.
+* **Bounded.** One thread pool of ``[disdat] transfer_workers`` (default 10) per transfer over one shared
+  client; at most ~256 MiB of packs are held in memory at once.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import math
+import os
+import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import BinaryIO, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar
+
+from . import config
+from .context import Bundle, Context, Staging
+from .errors import DisdatError, IntegrityError, NotFound
+from .fsutil import CHUNK, sha256_file
+from .manifest import FileEntry, Manifest
+from .progress import Progress
+from .remotes import Remote, transfer_workers
+from .remotes.remote import blob_key, pack_key
+from .remotes.s3 import MULTIPART
+
+MiB = 1024 * 1024
+PACK_MAX = 64 * MiB
+PACK_MIN = 4 * MiB
+PACK_MEMORY = 256 * MiB
+COALESCE_GAP = 1 * MiB      # ranged reads of one pack closer than this become one request
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+T = TypeVar("T")
+
+
+@dataclass
+class TransferStats:
+    files: int = 0          # files whose bytes crossed the network
+    bytes: int = 0          # payload bytes that crossed the network
+    reused: int = 0         # files already at the destination (remote objects, or local copies on pull)
+
+    def add(self, other: "TransferStats") -> None:
+        self.files += other.files
+        self.bytes += other.bytes
+        self.reused += other.reused
+
+
+def pack_threshold() -> int:
+    return max(0, config.int_setting("disdat", "pack_threshold", MiB))
+
+
+def _run_parallel(jobs: Sequence[Callable[[], T]], workers: int) -> List[T]:
+    """Run jobs on a bounded pool; the first failure cancels what has not started and is raised."""
+    if not jobs:
+        return []
+    with ThreadPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+        futures = [pool.submit(job) for job in jobs]
+        try:
+            return [f.result() for f in as_completed(futures)]
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+
+
+# ---------------------------------------------------------------------------------------------------
+# push
+# ---------------------------------------------------------------------------------------------------
+
+def _known_locations(remote: Remote, name: str) -> Dict[str, FileEntry]:
+    """sha256 -> remote location of every file in the newest remote version of ``name``."""
+    try:
+        previous = remote.latest(name)
+    except NotFound:
+        return {}
+    return {e.sha256: e for e in previous.files.values()}
+
+
+def _plan_packs(items: List[Tuple[str, Path, int]], workers: int) -> List[List[Tuple[str, Path, int]]]:
+    """Split (sha, path, size) items, in a fixed order, into packs sized so that the pool stays busy."""
+    total = sum(size for _, _, size in items)
+    target = min(PACK_MAX, max(PACK_MIN, math.ceil(total / max(1, workers))))
+    packs: List[List[Tuple[str, Path, int]]] = []
+    current: List[Tuple[str, Path, int]] = []
+    filled = 0
+    for item in items:
+        if current and filled + item[2] > target:
+            packs.append(current)
+            current, filled = [], 0
+        current.append(item)
+        filled += item[2]
+    if current:
+        packs.append(current)
+    return packs
+
+
+def push(ctx: Context, remote: Remote, bundle: Bundle, quiet: bool = False,
+         workers: Optional[int] = None) -> TransferStats:
+    """Make ``bundle`` complete on the remote; a no-op when its manifest is already there."""
+    if not bundle.committed:
+        raise DisdatError(f"bundle {bundle.name} ({bundle.uuid}) is not committed: `dsdt commit -u {bundle.uuid}` "
+                          f"first (only committed bundles are shared)")
+    m = bundle.manifest
+    if remote.has_bundle(m.uuid):
+        return TransferStats(reused=len(m.files))
+    workers = workers or transfer_workers()
+    by_sha: Dict[str, Tuple[FileEntry, Path]] = {}
+    for rel in sorted(m.files):
+        by_sha.setdefault(m.files[rel].sha256, (m.files[rel], bundle.path(rel)))
+
+    known = _known_locations(remote, m.name)
+    threshold = pack_threshold()
+    blob_shas = {s for s, (e, _) in by_sha.items() if threshold == 0 or e.size >= threshold}
+    located: Dict[str, FileEntry] = {s: known[s] for s in by_sha if s in known
+                                     and (known[s].pack is None) == (s in blob_shas)}
+    unknown_blobs = blob_shas - set(located)
+    for s in remote.existing_blobs(unknown_blobs, workers):
+        located[s] = FileEntry(s, by_sha[s][0].size)
+    new_blobs = sorted(blob_shas - set(located))
+    to_pack = [(s, p, e.size) for s, (e, p) in by_sha.items() if s not in blob_shas and s not in located]
+    packs = _plan_packs(to_pack, workers)
+
+    stats = TransferStats(reused=sum(1 for rel in m.files if m.files[rel].sha256 in located))
+    lock = threading.Lock()
+    largest_pack = max((sum(i[2] for i in p) for p in packs), default=1)
+    memory = threading.BoundedSemaphore(max(1, PACK_MEMORY // max(1, largest_pack)))
+    total_bytes = sum(by_sha[s][0].size for s in new_blobs) + sum(i[2] for i in to_pack)
+    with Progress(f"push {m.name}", total_bytes, len(new_blobs) + len(to_pack), enabled=None if not quiet
+                  else False) as progress:
+
+        def upload_blob(sha: str) -> Dict[str, FileEntry]:
+            entry, path = by_sha[sha]
+            if entry.size <= MULTIPART:
+                remote.store.put_bytes(blob_key(sha), path.read_bytes())
+                progress.add_bytes(entry.size)
+            else:
+                remote.store.upload_file(blob_key(sha), path, progress.add_bytes)
+            progress.add_files()
+            with lock:
+                stats.files += 1
+                stats.bytes += entry.size
+            return {sha: FileEntry(sha, entry.size)}
+
+        def upload_pack(items: List[Tuple[str, Path, int]]) -> Dict[str, FileEntry]:
+            with memory:
+                parts = [p.read_bytes() for _, p, _ in items]
+                for (sha, p, size), part in zip(items, parts):
+                    if len(part) != size:
+                        raise IntegrityError(f"local file {p} changed size since it was added (bundle files are "
+                                             f"read-only): remove and re-add the bundle")
+                body = b"".join(parts)
+                pack = hashlib.sha256(body).hexdigest()
+                if not remote.store.exists(pack_key(pack)):  # resuming: a pack from an interrupted push
+                    remote.store.put_bytes(pack_key(pack), body)
+            progress.add_bytes(len(body))
+            progress.add_files(len(items))
+            offsets: Dict[str, FileEntry] = {}
+            offset = 0
+            for sha, _, size in items:
+                offsets[sha] = FileEntry(sha, size, pack, offset)
+                offset += size
+            with lock:
+                stats.files += len(items)
+                stats.bytes += len(body)
+            return offsets
+
+        jobs: List[Callable[[], Dict[str, FileEntry]]] = [lambda s=s: upload_blob(s) for s in new_blobs]
+        jobs += [lambda items=items: upload_pack(items) for items in packs]
+        for result in _run_parallel(jobs, workers):
+            located.update(result)
+
+    files = {rel: replace(located[e.sha256], size=e.size) for rel, e in m.files.items()}
+    remote.publish(replace(m, files=files, committed=True))
+    return stats
+
+
+# ---------------------------------------------------------------------------------------------------
+# pull
+# ---------------------------------------------------------------------------------------------------
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """One pull of a given bundle at a time per context (others wait, then find it done)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _is_intact(path: Path, entry: FileEntry) -> bool:
+    try:
+        if path.stat().st_size != entry.size:
+            return False
+    except FileNotFoundError:
+        return False
+    return sha256_file(path)[0] == entry.sha256
+
+
+class _Writer:
+    """Writes pulled files: into a part file, verified, then renamed to every path that holds those bytes."""
+
+    def __init__(self, staging: Staging, rels_by_sha: Dict[str, List[str]], source: str):
+        self.staging = staging
+        self.parts = staging.dir / "parts"
+        self.parts.mkdir(exist_ok=True)
+        self.rels_by_sha = rels_by_sha
+        self.source = source
+
+    def _place(self, part: Path, sha: str) -> None:
+        rels = self.rels_by_sha[sha]
+        for rel in rels[1:]:
+            shutil.copyfile(part, self.staging.new_file(rel))
+        os.replace(part, self.staging.new_file(rels[0]))
+
+    def _reject(self, part: Path, sha: str, why: str) -> None:
+        part.unlink(missing_ok=True)
+        raise IntegrityError(f"{self.rels_by_sha[sha][0]} from {self.source} is corrupt ({why}); it was not "
+                             f"kept: the remote copy is damaged, re-push the bundle from a good copy")
+
+    def from_stream(self, stream: BinaryIO, entry: FileEntry, on_bytes: Callable[[int], None]) -> None:
+        part = self.parts / f"{entry.sha256}.part"
+        h, remaining = hashlib.sha256(), entry.size
+        with open(part, "wb") as out:
+            while remaining:
+                chunk = stream.read(min(CHUNK, remaining))
+                if not chunk:
+                    break
+                h.update(chunk)
+                out.write(chunk)
+                remaining -= len(chunk)
+                on_bytes(len(chunk))
+        if remaining:
+            self._reject(part, entry.sha256, "truncated")
+        if h.hexdigest() != entry.sha256:
+            self._reject(part, entry.sha256, "sha256 mismatch")
+        self._place(part, entry.sha256)
+
+    def from_file(self, part: Path, entry: FileEntry) -> None:
+        if not _is_intact(part, entry):
+            self._reject(part, entry.sha256, "sha256 mismatch")
+        self._place(part, entry.sha256)
+
+    def from_local(self, src: Optional[Path], entry: FileEntry) -> None:
+        """Take the bytes from a local file (None: the empty file) instead of the network."""
+        part = self.part_path(entry.sha256)
+        if src is None:
+            part.write_bytes(b"")
+        else:
+            shutil.copyfile(src, part)
+        self.from_file(part, entry)
+
+    def part_path(self, sha: str) -> Path:
+        return self.parts / f"{sha}.part"
+
+    def done(self) -> None:
+        shutil.rmtree(self.parts, ignore_errors=True)
+
+
+def _pack_runs(entries: List[FileEntry]) -> List[List[FileEntry]]:
+    """Entries of one pack, by offset, grouped into runs that one ranged GET can serve."""
+    runs: List[List[FileEntry]] = []
+    for e in sorted(entries, key=lambda e: e.offset or 0):
+        if runs:
+            last = runs[-1][-1]
+            if (e.offset or 0) - ((last.offset or 0) + last.size) <= COALESCE_GAP:
+                runs[-1].append(e)
+                continue
+        runs.append([e])
+    return runs
+
+
+def pull(ctx: Context, remote: Remote, uuid: str, quiet: bool = False,
+         workers: Optional[int] = None) -> Tuple[Bundle, TransferStats]:
+    """Bring bundle ``uuid`` from the remote into ``ctx`` (files included, verified)."""
+    if ctx.has(uuid):
+        b = ctx.bundle(uuid)
+        return b, TransferStats(reused=len(b.manifest.files))
+    m = remote.manifest(uuid)
+    with _locked(ctx.tmp / f"pull-{uuid}.lock"):
+        if ctx.has(uuid):  # another process finished it while we waited
+            b = ctx.bundle(uuid)
+            return b, TransferStats(reused=len(b.manifest.files))
+        staging = ctx.stage(key=f"pull-{uuid}")
+        stats = _fetch_files(ctx, remote, m, staging, quiet, workers or transfer_workers())
+        bundle = staging.close(replace(m.without_locations(), committed=True))
+    (ctx.tmp / f"pull-{uuid}.lock").unlink(missing_ok=True)
+    return bundle, stats
+
+
+def _fetch_files(ctx: Context, remote: Remote, m: Manifest, staging: Staging, quiet: bool,
+                 workers: int) -> TransferStats:
+    rels_by_sha: Dict[str, List[str]] = {}
+    for rel in sorted(m.files):
+        rels_by_sha.setdefault(m.files[rel].sha256, []).append(rel)
+    writer = _Writer(staging, rels_by_sha, f"remote {remote.url}")
+    stats = TransferStats()
+    missing: Dict[str, FileEntry] = {}
+    for sha, rels in rels_by_sha.items():
+        entry = m.files[rels[0]]
+        if all(_is_intact(staging.files_dir / r, entry) for r in rels):  # resuming an interrupted pull
+            stats.reused += len(rels)
+            continue
+        local = ctx.local_copy_of(sha)
+        if entry.size == 0 or local is not None:
+            try:
+                writer.from_local(local, entry)
+                stats.reused += len(rels)
+                continue
+            except (IntegrityError, OSError):
+                pass  # a local copy edited by hand: fetch the bytes instead
+        missing[sha] = entry
+
+    lock = threading.Lock()
+    by_pack: Dict[str, List[FileEntry]] = {}
+    blobs: List[FileEntry] = []
+    for e in missing.values():
+        (by_pack.setdefault(e.pack, []) if e.pack else blobs).append(e)
+
+    with Progress(f"pull {m.name}", sum(e.size for e in missing.values()), len(missing),
+                  enabled=None if not quiet else False) as progress:
+
+        def counted(entries: List[FileEntry]) -> None:
+            progress.add_files(len(entries))
+            with lock:
+                stats.files += sum(len(rels_by_sha[e.sha256]) for e in entries)
+                stats.bytes += sum(e.size for e in entries)
+
+        def fetch_run(pack: str, run: List[FileEntry]) -> None:
+            start = run[0].offset or 0
+            end = (run[-1].offset or 0) + run[-1].size
+            with remote.store.open_range(pack_key(pack), start, end - start) as stream:
+                position = start
+                for e in run:
+                    _skip(stream, (e.offset or 0) - position)
+                    writer.from_stream(stream, e, progress.add_bytes)
+                    position = (e.offset or 0) + e.size
+            counted(run)
+
+        def fetch_blob(e: FileEntry) -> None:
+            if e.size <= MULTIPART:
+                with remote.store.open_range(blob_key(e.sha256), 0, e.size) as stream:
+                    writer.from_stream(stream, e, progress.add_bytes)
+            else:
+                part = writer.part_path(e.sha256)
+                remote.store.download_file(blob_key(e.sha256), part, progress.add_bytes)
+                writer.from_file(part, e)
+            counted([e])
+
+        jobs: List[Callable[[], None]] = [lambda e=e: fetch_blob(e) for e in blobs]
+        jobs += [lambda p=p, r=r: fetch_run(p, r) for p, entries in by_pack.items() for r in _pack_runs(entries)]
+        _run_parallel(jobs, workers)
+    writer.done()
+    return stats
+
+
+def _skip(stream: BinaryIO, n: int) -> None:
+    while n > 0:
+        chunk = stream.read(min(CHUNK, n))
+        if not chunk:
+            raise IntegrityError("a pack on the remote is shorter than its manifest says")
+        n -= len(chunk)

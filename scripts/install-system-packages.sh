@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Install the Debian packages the tests and the demo need, when they are missing:
+#   docker.io (the Docker engine) and debootstrap (to build a base image without a registry).
+set -euo pipefail
+need=()
+command -v dockerd >/dev/null || need+=(docker.io)
+command -v debootstrap >/dev/null || need+=(debootstrap)
+[ ${#need[@]} -eq 0 ] && exit 0
+
+sudo=""
+if [ "$(id -u)" != 0 ]; then
+  command -v sudo >/dev/null || { echo "install-system-packages: run as root or install: ${need[*]}" >&2; exit 1; }
+  sudo=sudo
+fi
+echo "installing ${need[*]}"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

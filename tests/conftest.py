@@ -1,0 +1,150 @@
+"""Shared fixtures. Service fixtures (Docker, SeaweedFS, luigid) live in tests/fixtures_services.py."""
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DSDT = str(Path(sys.executable).parent / "dsdt")
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """A fresh, initialized DISDAT_HOME with an active context ``test``."""
+    from disdat_luigi.home import Home
+
+    path = tmp_path / "disdat-home"
+    monkeypatch.setenv("DISDAT_HOME", str(path))
+    h = Home(path)
+    h.init()
+    h.create_context("test")
+    return h
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run ``dsdt`` in-process: cli("ls", "-v") -> Result(code, out, err)."""
+    from disdat_luigi.cli import main
+
+    def run(*args: str) -> Result:
+        capsys.readouterr()
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exc:  # argparse usage errors and -h
+            code = exc.code if isinstance(exc.code, int) else 1
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return run
+
+
+def run_dsdt(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 600) -> Result:
+    """Run the installed ``dsdt`` console script as a real process."""
+    proc = subprocess.run([DSDT, *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, **(env or {})), cwd=cwd)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def snapshot(root: Path) -> dict:
+    """Everything observable under a directory: file bytes and the SQLite indexes' rows."""
+    state = {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        if p.is_dir() or rel.endswith(("-wal", "-shm")):
+            continue
+        if p.name == "index.sqlite":
+            db = sqlite3.connect(p)
+            state[rel] = [tuple(r) for t in ("bundles", "tags", "files")
+                          for r in db.execute(f"SELECT * FROM {t} ORDER BY 1, 2")]
+            db.close()
+        else:
+            state[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return state
+
+
+def assert_user_error(result: Result, *fragments: str) -> None:
+    """One clear line on stderr, non-zero exit, no traceback."""
+    assert result.code != 0, result
+    lines = [ln for ln in result.err.splitlines() if ln.strip()]
+    assert len(lines) == 1, result.err
+    assert lines[0].startswith("dsdt: error: "), result.err
+    assert "Traceback" not in result.err
+    for f in fragments:
+        assert f in lines[0], (f, lines[0])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Real services. A missing service is a failure, never a skip.
+# ---------------------------------------------------------------------------------------------------
+sys.path.insert(0, str(REPO / "scripts"))
+import services  # noqa: E402  (scripts/services.py)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real SeaweedFS server on 127.0.0.1, started for this test run, checking its credentials."""
+    with services.seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch, tmp_path):
+    """boto3 pointed at the test server with the right keys (and no ~/.aws files)."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_key)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    return s3_server
+
+
+def new_bucket(server) -> str:
+    import uuid
+
+    import boto3
+
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=server.endpoint, aws_access_key_id=server.access_key,
+                 aws_secret_access_key=server.secret_key, region_name="us-east-1").create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture(params=["file", "s3"])
+def remote_url(request, tmp_path):
+    """A fresh remote of each kind: a directory, and a new bucket on the SeaweedFS server."""
+    if request.param == "file":
+        return (tmp_path / "remote").as_uri()
+    server = request.getfixturevalue("s3_env")
+    return f"s3://{new_bucket(server)}/shared"
+
+
+@pytest.fixture
+def bound(home, remote_url, cli):
+    """The active context bound to a fresh remote; returns the remote URL."""
+    r = cli("remote", "shared", remote_url)
+    assert r.code == 0, r.err
+    return remote_url
+
+
+def second_context(home, cli, remote_url, name="other"):
+    """Switch to a new context bound to the same remote (a second user of the remote)."""
+    assert cli("context", name).code == 0
+    assert cli("switch", name).code == 0
+    assert cli("remote", "shared", remote_url).code == 0
+    return home.context(name)
