@@ -252,10 +252,10 @@ class Context:
     def has(self, uuid: str) -> bool:
         return self.index.get(uuid) is not None
 
-    def local_copy_of(self, sha256: str) -> Optional[Path]:
-        """A local file with these bytes, if any bundle here has one."""
-        hit = self.index.file_with_sha256(sha256)
-        return self.objects / hit[0] / FILES / hit[1] if hit else None
+    def local_copies(self, shas: Sequence[str]) -> Dict[str, Path]:
+        """Local files with these bytes (sha256 -> path), where any bundle here has them."""
+        found = self.index.files_with_sha256(shas)
+        return {sha: self.objects / uuid / FILES / rel for sha, (uuid, rel) in found.items()}
 
     def _load(self, row: BundleRow) -> Bundle:
         d = self.objects / row.uuid

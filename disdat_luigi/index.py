@@ -151,7 +151,12 @@ class Index:
         rows = self._rows("b.run_id = ?", [run_id], order="b.created DESC", limit=1)
         return rows[0] if rows else None
 
-    def file_with_sha256(self, sha256: str) -> Optional[tuple]:
-        """(uuid, relpath) of some local file with these bytes, for pulls that can copy instead of fetch."""
-        return self._db.execute("SELECT uuid, relpath FROM files WHERE sha256 = ? LIMIT 1", (sha256,)).fetchone()
-
+    def files_with_sha256(self, shas: Sequence[str]) -> Dict[str, tuple]:
+        """sha256 -> (uuid, relpath) of some local file with those bytes, for pulls that copy instead of fetch."""
+        found: Dict[str, tuple] = {}
+        for i in range(0, len(shas), 500):  # SQLite's bound-parameter limit
+            batch = shas[i:i + 500]
+            sql = f"SELECT sha256, uuid, relpath FROM files WHERE sha256 IN ({','.join('?' * len(batch))})"
+            for sha, uuid, rel in self._db.execute(sql, batch):
+                found[sha] = (uuid, rel)
+        return found

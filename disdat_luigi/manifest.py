@@ -117,7 +117,7 @@ class Manifest:
         }
 
     def to_json(self) -> bytes:
-        return json.dumps(self.to_dict(), indent=1, sort_keys=False).encode()
+        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> "Manifest":

@@ -42,9 +42,5 @@ class ObjectStore(ABC):
     def upload_file(self, key: str, path: Path, on_bytes: OnBytes) -> None:
         """Store a (large) file: multipart and parallel where the store supports it."""
 
-    @abstractmethod
-    def download_file(self, key: str, path: Path, on_bytes: OnBytes) -> None:
-        """Fetch an object into a new file at ``path``."""
-
     def close(self) -> None:
         """Release connections and threads."""

@@ -62,25 +62,15 @@ class FileStore(ObjectStore):
         atomic_write(self._path(key), data)
 
     def upload_file(self, key: str, path: Path, on_bytes: OnBytes) -> None:
-        self._copy(path, self._path(key))
-        on_bytes(path.stat().st_size)
-
-    def download_file(self, key: str, path: Path, on_bytes: OnBytes) -> None:
-        src = self._path(key)
-        if not src.is_file():
-            raise NotFound(f"{key} is not on the remote {self.url}")
-        self._copy(src, path)
-        on_bytes(path.stat().st_size)
-
-    @staticmethod
-    def _copy(src: Path, dst: Path) -> None:
+        dst = self._path(key)
         dst.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.")
         os.close(fd)
         try:
-            shutil.copyfile(src, tmp)
+            shutil.copyfile(path, tmp)
             os.replace(tmp, dst)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+        on_bytes(path.stat().st_size)

