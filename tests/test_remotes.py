@@ -368,3 +368,30 @@ def test_large_blob_in_parallel_ranges_is_verified(home, bound, cli, tmp_path, m
         pull(third, _remote(bound), uuid, quiet=True)
     assert not third.has(uuid) and not any(p.name == "huge.bin" for p in third.path.rglob("*"))
     remote.close()
+
+
+def test_luigi_targets_follow_remote_and_local_state(home, bound, cli, tmp_path):
+    from disdat_luigi.remotes.remote import SUCCEEDED
+    from disdat_luigi.targets import LocalRunOutputTarget, RemoteBundleTarget, RunRecordTarget
+
+    uuid = _added(cli, "t", _files(tmp_path / "d", {"x": b"1"}))
+    target = RemoteBundleTarget("test", uuid)
+    assert not target.exists()
+    assert target.path.endswith(f"/context/shared/bundles/{uuid}.json") and target.path.startswith(bound)
+    assert cli("push", "t").code == 0
+    assert target.exists()
+
+    run = RunRecordTarget("test", "run-1")
+    assert not run.exists()
+    remote = _remote(bound)
+    remote.write_run_record("run-1", {"status": "failed", "error": "boom"})
+    assert not run.exists() and run.record()["error"] == "boom"
+    remote.write_run_record("run-1", {"status": SUCCEEDED, "output_uuid": uuid})
+    assert run.exists()
+    remote.close()
+
+    local = LocalRunOutputTarget("test", "run-1")
+    assert not local.exists()
+    ctx = home.context()
+    ctx.add_value("out", 1, lineage={"run_id": "run-1"})
+    assert local.exists() and local.bundle().name == "out"

@@ -95,7 +95,6 @@ class Remote:
                 m = self.manifest(uuid)
             except NotFound:
                 continue  # markers are written after manifests, so this cannot happen; never trust it
-
             if all(m.tags.get(k) == v for k, v in (tags or {}).items()):
                 return m
         with_tags = " with tags " + " ".join(f"{k}:{v}" for k, v in tags.items()) if tags else ""
