@@ -1,2 +1,29 @@
-"""disdat-luigi: Disdat bundles, and pipe classes run in Docker containers as Luigi task chains."""
+"""disdat-luigi: Disdat bundles, and pipe classes run in Docker containers as Luigi task chains.
+
+``from disdat_luigi import PipeTask`` for pipe classes; ``luigi --module disdat_luigi RunPipe ...`` runs one
+in a container.
+
+Importing luigi costs ~0.15 s, which ``dsdt ls``, ``push`` or ``pull`` should not pay, so the Luigi parts
+load on first use. Inside a Luigi process (``luigi --module disdat_luigi``, luigid workers, any program
+that imported luigi first) they load at once, so that Luigi's task registry knows RunPipe and its steps.
+"""
+import sys
+
 __version__ = "0.1.0"
+__all__ = ["PipeTask", "RunPipe", "PushInput", "ExecuteContainer", "PullOutput"]
+
+
+def __getattr__(name: str):
+    if name == "PipeTask":
+        from .pipe import PipeTask
+
+        return PipeTask
+    if name in __all__:
+        from . import tasks
+
+        return getattr(tasks, name)
+    raise AttributeError(f"module 'disdat_luigi' has no attribute {name!r}")
+
+
+if "luigi" in sys.modules:
+    from . import tasks as _tasks  # noqa: F401  (registers RunPipe, PushInput, ExecuteContainer, PullOutput)

@@ -20,13 +20,13 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import data_commands, remote_commands
+    from . import data_commands, remote_commands, run_commands
 
     parser = _Parser(prog="dsdt", description="Versioned data bundles, and Disdat pipes run in containers as "
                                               "Luigi task chains.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for module in (data_commands, remote_commands):
+    for module in (data_commands, remote_commands, run_commands):
         module.register(sub)
     return parser
 

@@ -1,0 +1,89 @@
+"""Pipe commands: apply (in-process), dockerize (build the image), run (in a container, as a Luigi chain)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from .. import config
+from ..errors import DisdatError
+from ..home import Home
+from ..manifest import parse_tags
+
+BACKENDS = ("Local", "AWSBatch")
+
+
+def _pipe_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-it", "--input-tag", action="append", default=[], metavar="KEY:VALUE",
+                   help="use the latest input version with this tag")
+    p.add_argument("-ot", "--output-tag", action="append", default=[], metavar="KEY:VALUE",
+                   help="tag the output bundle")
+    p.add_argument("--force", action="store_true", help="run again even if an identical run already happened")
+    p.add_argument("input_bundle", help="input bundle name, or - for none")
+    p.add_argument("output_bundle", help="name of the output bundle")
+    p.add_argument("pipe_cls", help="module.submodule.PipeClass under the pipe_root")
+    p.add_argument("pipe_args", nargs=argparse.REMAINDER,
+                   help="the pipe's parameters in Luigi's form: --min-len 3 (after the pipe class)")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("apply", help="run a pipe class in this process (no container)")
+    _pipe_arguments(p)
+    p.set_defaults(func=cmd_apply)
+
+    p = sub.add_parser("dockerize", help="build the image that runs the pipe classes of a pipe_root")
+    p.add_argument("--base-image", help="base image (default [dockerize] base_image, else python:3.11-slim)")
+    p.add_argument("--push", action="store_true", help="push the image to [dockerize] registry")
+    p.add_argument("pipe_root", type=Path)
+    p.add_argument("module", nargs="?", help="module.submodule to name the image after (default: every module "
+                                             "with pipe classes)")
+    p.set_defaults(func=cmd_dockerize)
+
+    p = sub.add_parser("run", help="run a pipe class in a container: push input, execute, pull output")
+    p.add_argument("--backend", choices=BACKENDS, default=None, help="where the container runs ([run] backend, "
+                                                                      "default Local)")
+    p.add_argument("--no-push-input", action="store_true",
+                   help="do not push the input; it must already be on the remote")
+    p.add_argument("--use-aws-session-token", type=int, metavar="AWS_SESSION_TOKEN_DURATION", default=0,
+                   help="give the container only temporary STS credentials valid this many seconds")
+    _pipe_arguments(p)
+    p.set_defaults(func=cmd_run)
+
+
+def _input_name(args: argparse.Namespace):
+    return None if args.input_bundle == "-" else args.input_bundle
+
+
+def cmd_apply(args: argparse.Namespace) -> None:
+    from ..apply import apply
+    from ..pipe_loader import code_version, load_pipe_class, parse_pipe_args
+
+    ctx = Home().context()
+    root = config.pipe_root()
+    cls = load_pipe_class(args.pipe_cls, root)
+    params = parse_pipe_args(cls, args.pipe_args)
+    name = _input_name(args)
+    input_bundle = ctx.latest(name, parse_tags(args.input_tag)) if name else None
+    result = apply(ctx, cls, params, input_bundle, args.output_bundle, parse_tags(args.output_tag),
+                   code_version=code_version(root), force=args.force)
+    b = result.bundle
+    state = "up to date" if result.up_to_date else f"made {len(result.produced)} bundle(s)"
+    print(f"{b.name} {b.uuid}: {state} (`dsdt cat {b.name}`; `dsdt commit {b.name}` to share it)")
+
+
+def cmd_dockerize(args: argparse.Namespace) -> None:
+    from ..dockerize import dockerize
+
+    for line in dockerize(args.pipe_root.resolve(), args.module, args.base_image, push=args.push):
+        print(line)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ..run import run
+
+    if args.use_aws_session_token < 0:
+        raise DisdatError("--use-aws-session-token takes a number of seconds")
+    return run(input_bundle=_input_name(args), output_bundle=args.output_bundle, pipe_cls=args.pipe_cls,
+               pipe_args=args.pipe_args, backend=args.backend, input_tags=parse_tags(args.input_tag),
+               output_tags=parse_tags(args.output_tag), force=args.force, push_input=not args.no_push_input,
+               session_token_seconds=args.use_aws_session_token)

@@ -1,0 +1,179 @@
+"""Finding pipe classes under a pipe_root, reading their parameters, and naming their code version.
+
+The pipe_root is ``[disdat] pipe_root`` in luigi.cfg, or ``DISDAT_PIPE_ROOT``, default the current
+directory; ``module.submodule.PipeClass`` is imported from it. Parameters come in Luigi's own command-line
+form (``--min-len 3``) or as a JSON object (``{"min_len": 3}``) and always end up in one canonical form:
+``{name: luigi-serialized string}`` for every parameter, which is what run ids hash and what the container
+receives.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Sequence, Type
+
+import luigi
+
+from .errors import DisdatError, NotFound
+from .pipe import PipeTask
+
+_SKIP_DIRS = {"__pycache__", "build", "dist"}
+
+
+def _on_path(pipe_root: Path) -> None:
+    root = str(pipe_root)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+
+
+def load_pipe_class(dotted: str, pipe_root: Path) -> Type[PipeTask]:
+    """``module.submodule.PipeClass`` under ``pipe_root`` (clear errors before anything is pushed or run)."""
+    module_name, _, class_name = dotted.rpartition(".")
+    if not module_name or not class_name:
+        raise DisdatError(f"pipe class {dotted!r} must be module.PipeClass (module path under the pipe_root)")
+    if not pipe_root.is_dir():
+        raise NotFound(f"pipe_root {pipe_root} is not a directory: set [disdat] pipe_root or DISDAT_PIPE_ROOT")
+    _on_path(pipe_root)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise NotFound(f"unknown pipe class {dotted}: no module {exc.name} under the pipe_root {pipe_root} "
+                           f"(set [disdat] pipe_root or DISDAT_PIPE_ROOT)") from None
+        raise DisdatError(f"importing {module_name} failed: {exc}") from None
+    except Exception as exc:  # the user's module itself is broken
+        raise DisdatError(f"importing {module_name} failed: {type(exc).__name__}: {exc}") from None
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        raise NotFound(f"unknown pipe class {dotted}: module {module_name} has no {class_name}")
+    if not (isinstance(cls, type) and issubclass(cls, PipeTask)):
+        raise DisdatError(f"{dotted} is not a pipe class: it must subclass disdat_luigi.PipeTask")
+    return cls
+
+
+def _params(cls: Type[PipeTask]) -> Dict[str, luigi.Parameter]:
+    return dict(cls.get_params())
+
+
+def _parse_one(cls: Type[PipeTask], name: str, param: luigi.Parameter, raw: Any) -> Any:
+    try:
+        value = param.parse(raw) if isinstance(raw, str) else param.normalize(raw)
+        param.serialize(value)
+        return value
+    except Exception as exc:
+        raise DisdatError(f"bad value {raw!r} for --{name.replace('_', '-')} of {cls.__name__}: {exc}") from None
+
+
+def _unknown(cls: Type[PipeTask], flag: str) -> DisdatError:
+    known = ", ".join("--" + n.replace("_", "-") for n in _params(cls)) or "none"
+    return DisdatError(f"{cls.__name__} has no parameter {flag} (its parameters: {known})")
+
+
+def parse_pipe_args(cls: Type[PipeTask], args: Sequence[str]) -> Dict[str, Any]:
+    """Luigi's command-line form: ``--min-len 3``, ``--min-len=3``, ``--flag`` for a BoolParameter."""
+    params = _params(cls)
+    values: Dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--"):
+            raise DisdatError(f"unexpected pipe argument {arg!r}: write pipe parameters as --name value")
+        flag, eq, inline = arg.partition("=")
+        name = flag[2:].replace("-", "_")
+        if name not in params:
+            raise _unknown(cls, flag)
+        param = params[name]
+        if eq:
+            raw = inline
+        elif isinstance(param, luigi.BoolParameter) and (i + 1 == len(args) or args[i + 1].startswith("--")):
+            raw = "true"
+        elif i + 1 < len(args):
+            i += 1
+            raw = args[i]
+        else:
+            raise DisdatError(f"{flag} needs a value")
+        values[name] = _parse_one(cls, name, param, raw)
+        i += 1
+    return values
+
+
+def params_from_json(cls: Type[PipeTask], text: str) -> Dict[str, Any]:
+    """``{"min_len": 3}`` (values typed or as Luigi strings) -> parameter values."""
+    try:
+        obj = json.loads(text or "{}")
+    except ValueError as exc:
+        raise DisdatError(f"pipe params must be a JSON object: {exc}") from None
+    if not isinstance(obj, dict):
+        raise DisdatError("pipe params must be a JSON object, e.g. '{\"min_len\": 3}'")
+    params = _params(cls)
+    values = {}
+    for name, raw in obj.items():
+        if name not in params:
+            raise _unknown(cls, "--" + name.replace("_", "-"))
+        values[name] = _parse_one(cls, name, params[name], raw)
+    return values
+
+
+def canonical_params(cls: Type[PipeTask], values: Dict[str, Any]) -> str:
+    """Every parameter (defaults included) as Luigi strings, as sorted JSON: the form run ids hash."""
+    try:
+        task = cls(**values)
+    except Exception as exc:  # a missing required parameter, mostly
+        raise DisdatError(f"cannot make {cls.__name__} with {values}: {exc}") from None
+    return json.dumps(task.to_str_params(), sort_keys=True)
+
+
+def instantiate_params(cls: Type[PipeTask], canonical: str) -> Dict[str, Any]:
+    """The inverse of canonical_params (in the container)."""
+    return dict(cls.from_str_params(json.loads(canonical)).param_kwargs)
+
+
+def files_of(pipe_root: Path) -> List[Path]:
+    """The pipe_root's files that go into an image and into its code version."""
+    out = []
+    for root, dirs, names in os.walk(pipe_root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _SKIP_DIRS
+                         and not d.endswith(".egg-info"))
+        out += [Path(root) / n for n in sorted(names) if not n.startswith(".") and not n.endswith((".pyc", ".pyo"))]
+    return out
+
+
+def content_hash(paths: Sequence[Path], base: Path) -> str:
+    """sha256 over (relative path, content sha256) of each file: the same tree always gives the same hash."""
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(p.relative_to(base).as_posix().encode() + b"\0")
+        h.update(hashlib.sha256(p.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def code_version(pipe_root: Path) -> str:
+    return content_hash(files_of(pipe_root), pipe_root)
+
+
+def pipe_modules(pipe_root: Path) -> List[str]:
+    """Modules under the pipe_root that define pipe classes (each gets an image name)."""
+    _on_path(pipe_root)
+    found = []
+    for path in files_of(pipe_root):
+        if path.suffix != ".py" or path.name == "setup.py":
+            continue
+        rel = path.relative_to(pipe_root).with_suffix("")
+        parts = list(rel.parts)
+        if parts[-1] == "__init__":
+            continue
+        if any(not (pipe_root.joinpath(*parts[:i]) / "__init__.py").exists() for i in range(1, len(parts))):
+            continue  # not importable as a package module
+        name = ".".join(parts)
+        try:
+            module = importlib.import_module(name)
+        except Exception as exc:
+            raise DisdatError(f"importing {name} from the pipe_root failed: {type(exc).__name__}: {exc}") from None
+        if any(isinstance(v, type) and issubclass(v, PipeTask) and v is not PipeTask and v.__module__ == name
+               for v in vars(module).values()):
+            found.append(name)
+    return found
