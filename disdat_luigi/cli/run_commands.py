@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from .. import config
+from ..backends import BACKENDS
 from ..errors import DisdatError
 from ..home import Home
 from ..manifest import parse_tags
 
-BACKENDS = ("Local", "AWSBatch")
 
 
 def _pipe_arguments(p: argparse.ArgumentParser) -> None:
