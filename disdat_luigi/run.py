@@ -20,7 +20,7 @@ from typing import Dict, List, Optional, Sequence
 import luigi
 
 from . import config
-from .backends import backend_name
+from .backends import backend_name, get_backend
 from .context import Bundle, Context
 from .errors import DisdatError, NotFound
 from .home import Home
@@ -88,7 +88,7 @@ def plan_run(*, context: Optional[str], input_bundle: Optional[str], output_bund
     ctx = Home().context(context)
     check_name(output_bundle)
     ctx.require_remote()
-    backend = backend_name(backend)
+    backend = get_backend(backend_name(backend)).name  # an unavailable backend fails here, before any push
     root = config.pipe_root()
     cls = load_pipe_class(pipe_cls, root)
     canonical = canonical_params(cls, params_from_json(cls, pipe_params))

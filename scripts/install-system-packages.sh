@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Install the Debian packages the tests and the demo need, when they are missing:
-#   docker.io (the Docker engine) and debootstrap (to build a base image without a registry).
+#   docker.io (the Docker engine), debootstrap (to build a base image without a registry) and
+#   docker-registry (a local registry on 127.0.0.1 for the `dsdt dockerize --push` tests).
 set -euo pipefail
 need=()
 command -v dockerd >/dev/null || need+=(docker.io)
 command -v debootstrap >/dev/null || need+=(debootstrap)
+command -v docker-registry >/dev/null || need+=(docker-registry)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 sudo=""

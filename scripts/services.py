@@ -126,18 +126,8 @@ def seaweedfs(data_dir: Path, access_key: str = "disdat-test-key", secret_key: s
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     endpoint = f"http://127.0.0.1:{port}"
-
-    def answers() -> bool:
-        try:
-            urllib.request.urlopen(endpoint, timeout=1)
-        except urllib.error.HTTPError:
-            return True  # 403 for an anonymous request: the S3 API is up
-        except OSError:
-            return False
-        return True
-
     try:
-        _wait_for(answers, "SeaweedFS", 60, proc, log)
+        _wait_for(lambda: _http_answers(endpoint), "SeaweedFS", 60, proc, log)  # 403 when up
         yield S3Server(endpoint, access_key, secret_key)
     finally:
         _stop(proc)
@@ -155,17 +145,60 @@ def luigid(state_dir: Path, port: int | None = None) -> Iterator[str]:
                                  "--state-path", str(state_dir / "state.pickle"), "--logdir", str(state_dir)],
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-
-    def answers() -> bool:
-        try:
-            urllib.request.urlopen(url + "/api/task_list?data=%7B%7D", timeout=1)
-            return True
-        except OSError:
-            return False
-
     try:
-        _wait_for(answers, "luigid", 30, proc, log)
+        _wait_for(lambda: _http_answers(url + "/api/task_list?data=%7B%7D"), "luigid", 30, proc, log)
         yield url
+    finally:
+        _stop(proc)
+
+
+def _http_answers(url: str) -> bool:
+    try:
+        urllib.request.urlopen(url, timeout=1)
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def moto_server(log_dir: Path, port: int | None = None) -> Iterator[str]:
+    """moto's server on 127.0.0.1 (STS now; Batch, ECR, CloudWatch Logs later); yields its URL."""
+    port = port or free_port()
+    exe = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = log_dir / "moto.log"
+    env = dict(os.environ, MOTO_DOCKER_NETWORK_MODE="host")
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT,
+                                env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for(lambda: _http_answers(url + "/moto-api/"), "moto_server", 60, proc, log)
+        yield url
+    finally:
+        _stop(proc)
+
+
+@contextlib.contextmanager
+def docker_registry(data_dir: Path, port: int | None = None) -> Iterator[str]:
+    """Debian's docker-registry on 127.0.0.1 (an insecure registry by default for 127.0.0.0/8)."""
+    exe = shutil.which("docker-registry")
+    if not exe:
+        raise RuntimeError("docker-registry is not installed: run scripts/install-system-packages.sh")
+    port = port or free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    cfg = data_dir / "config.yml"
+    cfg.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {data_dir / 'storage'}\n"
+                   f"http:\n  addr: 127.0.0.1:{port}\n")
+    log = data_dir / "registry.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([exe, "serve", str(cfg)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    address = f"127.0.0.1:{port}"
+    try:
+        _wait_for(lambda: _http_answers(f"http://{address}/v2/"), "docker-registry", 30, proc, log)
+        yield address
     finally:
         _stop(proc)
 

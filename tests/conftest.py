@@ -148,3 +148,75 @@ def second_context(home, cli, remote_url, name="other"):
     assert cli("switch", name).code == 0
     assert cli("remote", "shared", remote_url).code == 0
     return home.context(name)
+
+
+PIPES = REPO / "pipes"
+TEST_PIPES = REPO / "tests" / "pipe_root"
+
+
+@pytest.fixture(scope="session")
+def docker_ready():
+    """A Docker engine (started for this test run if none answers) and the registry-free base image."""
+    with services.docker_engine():
+        services.ensure_base_image()
+        yield services.BASE_IMAGE
+
+
+def _dockerize(pipe_root: Path, base: str) -> None:
+    from disdat_luigi.dockerize import dockerize
+
+    for line in dockerize(pipe_root, base=base):
+        print(line)
+
+
+@pytest.fixture(scope="session")
+def pipes_image(docker_ready):
+    """The example pipe_root's image, built (or found up to date) once per test run."""
+    _dockerize(PIPES, docker_ready)
+    return PIPES
+
+
+@pytest.fixture(scope="session")
+def test_pipes_image(docker_ready):
+    _dockerize(TEST_PIPES, docker_ready)
+    return TEST_PIPES
+
+
+@pytest.fixture
+def pipe_root(monkeypatch):
+    """Point DISDAT_PIPE_ROOT at a pipe_root (the example one by default)."""
+    def use(path: Path = PIPES) -> Path:
+        monkeypatch.setenv("DISDAT_PIPE_ROOT", str(path))
+        return path
+    use()
+    return use
+
+
+@pytest.fixture(scope="session")
+def luigid_url(tmp_path_factory):
+    """A real luigi central scheduler on 127.0.0.1."""
+    with services.luigid(tmp_path_factory.mktemp("luigid")) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def moto_url(tmp_path_factory):
+    """moto's server on 127.0.0.1: stands in for AWS STS, which cannot run here."""
+    with services.moto_server(tmp_path_factory.mktemp("moto")) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory, docker_ready):
+    """A real Docker registry on 127.0.0.1."""
+    with services.docker_registry(tmp_path_factory.mktemp("registry")) as address:
+        yield address
+
+
+def docker_containers(**labels):
+    """Containers (running or not) carrying these labels."""
+    import docker
+
+    client = docker.from_env()
+    filters = {"label": [f"{k}={v}" for k, v in labels.items()] or ["disdat.run_id"]}
+    return client.containers.list(all=True, filters=filters)
