@@ -94,7 +94,8 @@ def test_values_cross_bundles_with_their_types(home, pipe_root, cli):
                                                    "note": "written through a LocalTarget",
                                                    "same_file_twice": True}
     notes = home.context().latest("notes")
-    assert sorted(notes.manifest.files) == ["notes/first.txt"]
+    assert sorted(notes.manifest.files) == ["notes/first.txt", "notes/second.txt"]
+    assert notes.path("notes/second.txt").read_text() == "written through temporary_path\n"
     assert home.context().latest("total-seed").data() == 20  # derived name: output + dependency name
 
 

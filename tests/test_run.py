@@ -245,6 +245,13 @@ def test_what_the_container_gets(home, bound, texts, pipe_root, test_pipes_image
         assert secret not in r.err and secret not in r.out  # not in task parameters or logs
 
 
+def test_network_mode_setting(home, file_bound, file_texts, pipe_root, test_pipes_image, monkeypatch):
+    pipe_root(TEST_PIPES)
+    monkeypatch.setenv("DISDAT_RUN_NETWORK_MODE", "none")  # a file:// remote needs no network at all
+    assert _run("-", "env", "envcheck.Environment").code == 0
+    assert home.context().latest("env").data()["interfaces"] == ["lo"]
+
+
 def test_session_token_gives_only_temporary_credentials(home, file_bound, file_texts, pipe_root,
                                                         test_pipes_image, moto_url, monkeypatch):
     """STS is AWS's: moto's server stands in for it (the only mocked service here). A file:// remote,

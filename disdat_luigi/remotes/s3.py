@@ -37,12 +37,25 @@ def client_kwargs() -> Dict[str, Any]:
     return kwargs
 
 
+_loader = None
+
+
 def make_session():
     """A botocore session: the same credential chain and environment (AWS_PROFILE, AWS_ENDPOINT_URL, ...) as
-    boto3's, without importing boto3 and s3transfer up front (~0.05 s off every dsdt push/pull)."""
+    boto3's, without importing boto3 and s3transfer up front (~0.05 s off every dsdt push/pull).
+
+    Each call resolves credentials afresh, but all sessions of a process share one data loader, so the S3
+    service model is parsed once: a client then costs ~10 ms instead of ~60 ms (a run's chain makes several).
+    """
+    global _loader
     import botocore.session
 
-    return botocore.session.get_session()
+    session = botocore.session.get_session()
+    if _loader is None:
+        _loader = session.get_component("data_loader")
+    else:
+        session.register_component("data_loader", _loader)
+    return session
 
 
 def make_client(workers: int, max_attempts: Optional[int] = None, session=None):

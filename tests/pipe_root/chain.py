@@ -19,7 +19,11 @@ class Notes(PipeTask):
         target = self.create_output_file("notes/first.txt")
         with target.open("w") as f:
             f.write("written through a LocalTarget\n")
-        return [target, target.path]
+        second = self.create_output_file("notes/second.txt")
+        with second.temporary_path() as tmp:  # luigi's atomic write: the file appears only when complete
+            with open(tmp, "w") as f:
+                f.write("written through temporary_path\n")
+        return [target, target.path, second]
 
 
 class Total(PipeTask):

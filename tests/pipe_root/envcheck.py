@@ -17,4 +17,5 @@ class Environment(PipeTask):
             "endpoint_s3": os.environ.get("AWS_ENDPOINT_URL_S3"),
             "mounts": " ".join(mounts),  # one string: a str that names an existing file would become a file
             "uid": os.getuid(),
+            "interfaces": sorted(line.split(":")[0].strip() for line in open("/proc/net/dev").readlines()[2:]),
         }

@@ -1,0 +1,97 @@
+"""What a containerized `dsdt run` costs over a bare `docker run --rm` doing the same work, side by side.
+
+    .venv/bin/python bench/run_overhead.py [--reps N] [--remote file|s3]
+
+The work: word counts over a small bundle of text files (pipes/wordcount.py). Ours: `dsdt run --force
+texts counts wordcount.WordCount` (push input, container, push output and run record, pull output, Luigi
+chain). Peer: `docker run --rm` of the same image counting the same files mounted read-only, printing the
+result, nothing else. Interleaved, median of --reps, reported as the difference and the ratio. Then the
+up-to-date rerun (`dsdt run` without --force: the chain is already complete, nothing runs).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO / "scripts"))
+import services  # noqa: E402
+
+DSDT = str(Path(sys.executable).parent / "dsdt")
+BARE = ("import collections, glob, re; c = collections.Counter(w for p in sorted(glob.glob('/data/*.txt')) "
+        "for w in re.findall(r\"[a-z']+\", open(p).read().lower())); print(sum(c.values()), c.most_common(10))")
+
+
+def timed(cmd: list, env: dict) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: {' '.join(cmd[:4])} failed:\n{proc.stderr[-3000:]}")
+    return elapsed
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--remote", choices=("file", "s3"), default="file")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="disdat-overhead-"))
+    try:
+        with services.docker_engine(), services.seaweedfs(work / "seaweedfs") as s3:
+            base = services.ensure_base_image()
+            env = dict(os.environ, DISDAT_HOME=str(work / "home"), DISDAT_PIPE_ROOT=str(REPO / "pipes"),
+                       AWS_ENDPOINT_URL=s3.endpoint, AWS_ACCESS_KEY_ID=s3.access_key,
+                       AWS_SECRET_ACCESS_KEY=s3.secret_key, AWS_DEFAULT_REGION="us-east-1",
+                       AWS_CONFIG_FILE=str(work / "none"), AWS_SHARED_CREDENTIALS_FILE=str(work / "none"))
+            data = work / "texts"
+            data.mkdir()
+            for i in range(5):
+                (data / f"t{i}.txt").write_text("the quick brown fox jumps over the lazy dog\n" * 200)
+            if args.remote == "s3":
+                import boto3
+
+                boto3.client("s3", endpoint_url=s3.endpoint, aws_access_key_id=s3.access_key,
+                             aws_secret_access_key=s3.secret_key, region_name="us-east-1").create_bucket(Bucket="bench")
+                url = "s3://bench/remote"
+            else:
+                url = (work / "remote").as_uri()
+            for cmd in (["init"], ["context", "bench"], ["remote", "shared", url], ["add", "texts", str(data)],
+                        ["commit", "texts"], ["dockerize", "--base-image", base, str(REPO / "pipes"), "wordcount"]):
+                timed([DSDT, *cmd], env)
+            run = [DSDT, "run", "texts", "counts", "wordcount.WordCount"]
+            bare = ["docker", "run", "--rm", "--network", "host", "-v", f"{data}:/data:ro", "--entrypoint", "python3",
+                    "disdat-wordcount:latest", "-c", BARE]
+            timed(run, env)  # warm-up, untimed: the first run also pushes the input
+            timed(bare, env)
+            ours, peer, noop = [], [], []
+            for _ in range(args.reps):
+                ours.append(timed([*run[:2], "--force", *run[2:]], env))
+                peer.append(timed(bare, env))
+                noop.append(timed(run, env))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    o, p, n = (statistics.median(x) for x in (ours, peer, noop))
+    print(f"\nremote: {args.remote}, median of {args.reps}")
+    print(f"dsdt run (push, container, pull; Luigi chain): {o:6.2f} s")
+    print(f"docker run --rm (same image, same work):      {p:6.2f} s")
+    print(f"overhead: {o - p:.2f} s   ratio ours/docker run: {o / p:.2f}")
+    print(f"up-to-date rerun (nothing runs):              {n:6.2f} s")
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    (out / f"run_overhead_{args.remote}.json").write_text(json.dumps(
+        {"ours": ours, "docker_run": peer, "noop_rerun": noop}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""dsdt dockerize: names, labels, no rebuild when nothing changed, stale images refused, push to a registry."""
+from __future__ import annotations
+
+import json
+import shutil
+import urllib.request
+
+import pytest
+
+from conftest import REPO, TEST_PIPES, assert_user_error, run_dsdt
+
+
+@pytest.fixture
+def untag():
+    """Image names a test adds, removed afterwards (only the tags: the image stays for other tests)."""
+    names = []
+    yield names.append
+    import docker
+
+    for name in names:
+        try:
+            docker.from_env().images.remove(name, noprune=True)
+        except docker.errors.ImageNotFound:
+            pass
+
+
+def _dockerize(*args, env=None):
+    return run_dsdt("dockerize", *args, env=env, cwd=REPO)
+
+
+def test_up_to_date_image_is_not_rebuilt(test_pipes_image, docker_ready):
+    import docker
+
+    r = _dockerize("--base-image", docker_ready, str(TEST_PIPES))
+    assert r.code == 0, r.err
+    assert "up to date" in r.out and "tagged disdat-slow:latest" in r.out and "tagged disdat-chain:latest" in r.out
+    image = docker.from_env().images.get("disdat-slow:latest")
+    assert image.id == docker.from_env().images.get("disdat-envcheck:latest").id  # one image, one tag per module
+    assert image.labels["disdat.code_version"] and image.labels["disdat.package_version"]
+    assert image.labels["disdat.base_image"] == docker_ready
+
+
+def test_one_module_and_prefixes(test_pipes_image, docker_ready, untag):
+    untag("team/tools/disdat-slow:latest")
+    env = {"DISDAT_DOCKERIZE_REPOSITORY_PREFIX": "team/tools"}
+    r = _dockerize("--base-image", docker_ready, str(TEST_PIPES), "slow", env=env)
+    assert r.code == 0, r.err
+    assert r.out.strip().splitlines()[-1].startswith("tagged team/tools/disdat-slow:latest")
+    assert "disdat-chain" not in r.out
+
+
+def test_dockerize_bad_inputs(docker_ready, tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert_user_error(_dockerize(str(tmp_path / "nowhere")), "is not a directory")
+    assert_user_error(_dockerize(str(tmp_path / "empty")), "no pipe classes under")
+    assert_user_error(_dockerize(str(TEST_PIPES), "nosuch"), "no pipe classes in module nosuch")
+    # a registry on a closed loopback port: the pull fails at once, and no address but 127.0.0.1 is tried
+    assert_user_error(_dockerize("--base-image", "127.0.0.1:9/nosuch:latest", str(TEST_PIPES)),
+                      "cannot be pulled", "scripts/build-base-image.sh")
+    assert_user_error(_dockerize(str(TEST_PIPES), env={"DOCKER_HOST": "unix:///nonexistent.sock"}),
+                      "cannot reach the Docker engine")
+
+
+def test_a_stale_image_is_refused_with_the_command_that_fixes_it(home, docker_ready, tmp_path, monkeypatch, cli,
+                                                                   test_pipes_image, untag):
+    untag("stale-test/disdat-slow:latest")
+    root = tmp_path / "pipe_root"
+    shutil.copytree(TEST_PIPES, root, ignore=shutil.ignore_patterns("__pycache__"))
+    env = {"DISDAT_DOCKERIZE_REPOSITORY_PREFIX": "stale-test", "DISDAT_PIPE_ROOT": str(root)}
+    monkeypatch.setenv("DISDAT_DOCKERIZE_REPOSITORY_PREFIX", "stale-test")
+    monkeypatch.setenv("DISDAT_PIPE_ROOT", str(root))
+    assert _dockerize("--base-image", docker_ready, str(root), "slow", env=env).code == 0
+    assert cli("remote", "shared", (tmp_path / "remote").as_uri()).code == 0
+    (root / "slow.py").write_text((root / "slow.py").read_text() + "\n# changed after dockerize\n")
+    r = run_dsdt("run", "-", "nap", "slow.Sleep", "--seconds", "0", cwd=REPO)
+    assert_user_error(r, "built from a different pipe_root", f"run `dsdt dockerize {root} slow`")
+    assert _dockerize("--base-image", docker_ready, str(root), "slow", env=env).code == 0
+    r = run_dsdt("run", "-", "nap", "slow.Sleep", "--seconds", "0", cwd=REPO)
+    assert r.code == 0, r.err
+
+
+def test_push_to_a_registry(test_pipes_image, docker_ready, registry, untag):
+    untag(f"{registry}/disdat-slow:latest")
+    env = {"DISDAT_DOCKERIZE_REGISTRY": registry}
+    r = _dockerize("--base-image", docker_ready, "--push", str(TEST_PIPES), "slow", env=env)
+    assert r.code == 0, r.err
+    assert f"pushed {registry}/disdat-slow:latest" in r.out
+    with urllib.request.urlopen(f"http://{registry}/v2/_catalog", timeout=10) as resp:
+        assert "disdat-slow" in json.loads(resp.read())["repositories"]
