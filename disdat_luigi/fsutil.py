@@ -5,7 +5,7 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import BinaryIO, Tuple
+from typing import BinaryIO, Optional, Tuple
 
 CHUNK = 1 << 20
 
@@ -23,31 +23,28 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+def _hash_stream(src: BinaryIO, sink: Optional[BinaryIO] = None) -> Tuple[str, int]:
+    h, size = hashlib.sha256(), 0
+    while True:
+        chunk = src.read(CHUNK)
+        if not chunk:
+            return h.hexdigest(), size
+        h.update(chunk)
+        size += len(chunk)
+        if sink is not None:
+            sink.write(chunk)
+
+
 def copy_and_hash(src: BinaryIO, dst_path: Path) -> Tuple[str, int]:
     """Copy a stream into a new file, hashing on the way (one read of the source). Returns (sha256, size)."""
-    h, size = hashlib.sha256(), 0
     dst_path.parent.mkdir(parents=True, exist_ok=True)
     with open(dst_path, "wb") as out:
-        while True:
-            chunk = src.read(CHUNK)
-            if not chunk:
-                break
-            h.update(chunk)
-            out.write(chunk)
-            size += len(chunk)
-    return h.hexdigest(), size
+        return _hash_stream(src, out)
 
 
 def sha256_file(path: Path) -> Tuple[str, int]:
-    h, size = hashlib.sha256(), 0
     with open(path, "rb") as f:
-        while True:
-            chunk = f.read(CHUNK)
-            if not chunk:
-                break
-            h.update(chunk)
-            size += len(chunk)
-    return h.hexdigest(), size
+        return _hash_stream(f)
 
 
 def _unlink_quietly(path: str) -> None:

