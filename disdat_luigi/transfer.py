@@ -57,11 +57,6 @@ class TransferStats:
     bytes: int = 0          # payload bytes that crossed the network
     reused: int = 0         # files already at the destination (remote objects, or local copies on pull)
 
-    def add(self, other: "TransferStats") -> None:
-        self.files += other.files
-        self.bytes += other.bytes
-        self.reused += other.reused
-
 
 def pack_threshold() -> int:
     return max(0, config.int_setting("disdat", "pack_threshold", MiB))
@@ -141,8 +136,8 @@ def push(ctx: Context, remote: Remote, bundle: Bundle, quiet: bool = False,
     stats = TransferStats(reused=sum(1 for rel in m.files if m.files[rel].sha256 in located))
     lock = threading.Lock()
     total_bytes = sum(by_sha[s][0].size for s in new_blobs) + sum(i[2] for i in to_pack)
-    with Progress(f"push {m.name}", total_bytes, len(new_blobs) + len(to_pack), enabled=None if not quiet
-                  else False) as progress:
+    with Progress(f"push {m.name}", total_bytes, len(new_blobs) + len(to_pack),
+                  enabled=False if quiet else None) as progress:
 
         def upload_blob(sha: str) -> Dict[str, FileEntry]:
             entry, path = by_sha[sha]
@@ -165,7 +160,8 @@ def push(ctx: Context, remote: Remote, bundle: Bundle, quiet: bool = False,
                                          f"read-only): remove and re-add the bundle")
             body = b"".join(parts)
             pack = hashlib.sha256(body).hexdigest()
-            if not remote.store.exists(pack_key(pack)):  # resuming: a pack from an interrupted push
+            sent = not remote.store.exists(pack_key(pack))  # it is there when resuming an interrupted push
+            if sent:
                 remote.store.put_bytes(pack_key(pack), body)
             progress.add_bytes(len(body))
             progress.add_files(len(items))
@@ -175,8 +171,11 @@ def push(ctx: Context, remote: Remote, bundle: Bundle, quiet: bool = False,
                 offsets[sha] = FileEntry(sha, size, pack, offset)
                 offset += size
             with lock:
-                stats.files += len(items)
-                stats.bytes += len(body)
+                if sent:
+                    stats.files += len(items)
+                    stats.bytes += len(body)
+                else:
+                    stats.reused += len(items)
             return offsets
 
         jobs: List[Callable[[], Dict[str, FileEntry]]] = [lambda s=s: upload_blob(s) for s in new_blobs]
@@ -341,7 +340,7 @@ def _fetch_files(ctx: Context, remote: Remote, m: Manifest, staging: Staging, qu
         (by_pack.setdefault(e.pack, []) if e.pack else blobs).append(e)
 
     with Progress(f"pull {m.name}", sum(e.size for e in missing.values()), len(missing),
-                  enabled=None if not quiet else False) as progress:
+                  enabled=False if quiet else None) as progress:
 
         def counted(entries: List[FileEntry], bytes_shown: bool = False) -> None:
             if not bytes_shown:

@@ -283,6 +283,7 @@ def test_central_scheduler_shows_every_step(home, file_bound, file_texts, luigid
     execute = next(t for t in tasks.values() if t["name"] == "ExecuteContainer" and
                    t["params"]["output_bundle"] == "central")
     assert execute["params"]["pipe_cls"] == "wordcount.WordCount"
+    assert execute["status_message"].startswith("wordcount.WordCount: ")  # the container's latest log line
     assert not any("SECRET" in k.upper() or "TOKEN" in str(v) for t in tasks.values() for k, v in t["params"].items()
                    if k != "session_token_seconds")
 
