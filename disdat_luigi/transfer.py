@@ -25,11 +25,11 @@ import hashlib
 import math
 import shutil
 import threading
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar
+from typing import Callable, Dict, Iterator, List, Optional, Tuple, TypeVar
 
 from . import config
 from .context import Bundle, Context, Staging
@@ -62,18 +62,46 @@ def pack_threshold() -> int:
     return max(0, config.int_setting("disdat", "pack_threshold", MiB))
 
 
-def _run_parallel(jobs: Sequence[Callable[[], T]], workers: int) -> List[T]:
-    """Run jobs on a bounded pool; the first failure cancels what has not started and is raised."""
-    if not jobs:
-        return []
-    with ThreadPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
-        futures = [pool.submit(job) for job in jobs]
-        try:
-            return [f.result() for f in as_completed(futures)]
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            raise
+class _Pool:
+    """A bounded thread pool for network requests. Many-small-file work (reading files into packs, cutting
+    packs into files) stays on the calling thread: ten Python threads each opening and writing thousands
+    of small files fight over the GIL (measured: a 2,000-file pull spent 1.4 s of system time in futex
+    calls with 10 writer threads, against 0.1 s with one). ``window`` bounds the packs held in memory
+    between the two sides; the first failure cancels what has not started and is raised."""
+
+    def __init__(self, workers: int):
+        self.executor = ThreadPoolExecutor(max_workers=workers)
+        self.window = threading.BoundedSemaphore(2 * workers)
+        self.futures: List[Future] = []
+        self._stopping = threading.Event()
+
+    def acquire(self) -> None:
+        """A place in the window; gives up when the pool is being torn down after a failure (the calling
+        thread then no longer frees places, and a worker waiting here would wait for ever)."""
+        while not self.window.acquire(timeout=0.1):
+            if self._stopping.is_set():
+                raise RuntimeError("transfer cancelled")
+
+    def submit(self, fn: Callable[..., T], *args) -> None:
+        self.futures.append(self.executor.submit(fn, *args))
+
+    def failed(self) -> None:
+        """Raise the first failure so far (checked while the calling thread still has work to hand out)."""
+        for f in self.futures:
+            if f.done() and not f.cancelled() and f.exception() is not None:
+                raise f.exception()  # type: ignore[misc]
+
+    def results(self) -> Iterator:
+        for f in as_completed(self.futures):
+            yield f.result()
+
+    def __enter__(self) -> "_Pool":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self._stopping.set()
+        self.executor.shutdown(wait=True, cancel_futures=exc_type is not None)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -152,17 +180,22 @@ def push(ctx: Context, remote: Remote, bundle: Bundle, quiet: bool = False,
                 stats.bytes += entry.size
             return {sha: FileEntry(sha, entry.size)}
 
-        def upload_pack(items: List[Tuple[str, Path, int]]) -> Dict[str, FileEntry]:
+        def build_pack(items: List[Tuple[str, Path, int]]) -> bytes:
             parts = [p.read_bytes() for _, p, _ in items]
-            for (sha, p, size), part in zip(items, parts):
+            for (_, p, size), part in zip(items, parts):
                 if len(part) != size:
                     raise IntegrityError(f"local file {p} changed size since it was added (bundle files are "
                                          f"read-only): remove and re-add the bundle")
-            body = b"".join(parts)
-            pack = hashlib.sha256(body).hexdigest()
-            sent = not remote.store.exists(pack_key(pack))  # it is there when resuming an interrupted push
-            if sent:
-                remote.store.put_bytes(pack_key(pack), body)
+            return b"".join(parts)
+
+        def upload_pack(items: List[Tuple[str, Path, int]], body: bytes) -> Dict[str, FileEntry]:
+            try:
+                pack = hashlib.sha256(body).hexdigest()
+                sent = not remote.store.exists(pack_key(pack))  # it is there when resuming an interrupted push
+                if sent:
+                    remote.store.put_bytes(pack_key(pack), body)
+            finally:
+                pool.window.release()
             progress.add_bytes(len(body))
             progress.add_files(len(items))
             offsets: Dict[str, FileEntry] = {}
@@ -178,10 +211,20 @@ def push(ctx: Context, remote: Remote, bundle: Bundle, quiet: bool = False,
                     stats.reused += len(items)
             return offsets
 
-        jobs: List[Callable[[], Dict[str, FileEntry]]] = [lambda s=s: upload_blob(s) for s in new_blobs]
-        jobs += [lambda items=items: upload_pack(items) for items in packs]
-        for result in _run_parallel(jobs, workers):
-            located.update(result)
+        with _Pool(workers) as pool:
+            for sha in new_blobs:
+                pool.submit(upload_blob, sha)
+            for items in packs:
+                pool.acquire()
+                try:
+                    pool.failed()
+                    body = build_pack(items)
+                except BaseException:
+                    pool.window.release()
+                    raise
+                pool.submit(upload_pack, items, body)
+            for result in pool.results():
+                located.update(result)
 
     files = {rel: replace(located[e.sha256], size=e.size) for rel, e in m.files.items()}
     remote.publish(replace(m, files=files, committed=True))
@@ -350,29 +393,43 @@ def _fetch_files(ctx: Context, remote: Remote, m: Manifest, staging: Staging, qu
                 stats.files += sum(len(rels_by_sha[e.sha256]) for e in entries)
                 stats.bytes += sum(e.size for e in entries)
 
-        def fetch_run(pack: str, run: List[FileEntry]) -> None:
-            """One ranged GET (at most a pack, 8 MiB) read whole, then cut into files."""
-            start = run[0].offset or 0
-            end = (run[-1].offset or 0) + run[-1].size
-            with remote.store.open_range(pack_key(pack), start, end - start) as stream:
-                data = memoryview(stream.read(end - start))
-            for e in run:
-                at = (e.offset or 0) - start
-                writer.from_bytes(data[at:at + e.size], e)
-            counted(run)
+        Fetched = Tuple[List[FileEntry], memoryview, int]
 
-        def fetch_blob(e: FileEntry) -> None:
+        def fetch_range(key: str, run: List[FileEntry], start: int, length: int) -> Fetched:
+            """One GET (a pack's run, or a small blob: at most 8 MiB), read whole; the calling thread cuts it
+            into files."""
+            pool.acquire()
+            try:
+                with remote.store.open_range(key, start, length) as stream:
+                    return run, memoryview(stream.read(length)), start
+            except BaseException:
+                pool.window.release()
+                raise
+
+        def fetch_blob(e: FileEntry) -> Optional[Fetched]:
             if e.size <= MULTIPART:
-                with remote.store.open_range(blob_key(e.sha256), 0, e.size) as stream:
-                    writer.from_bytes(memoryview(stream.read(e.size)), e)
-            else:
-                writer.from_download(lambda dst: download_hashed(remote.store, blob_key(e.sha256), e.size, dst,
-                                                                 progress.add_bytes), e)
-                counted([e], bytes_shown=True)
-                return
-            counted([e])
+                return fetch_range(blob_key(e.sha256), [e], 0, e.size)
+            writer.from_download(lambda dst: download_hashed(remote.store, blob_key(e.sha256), e.size, dst,
+                                                             progress.add_bytes), e)
+            counted([e], bytes_shown=True)
+            return None
 
-        jobs: List[Callable[[], None]] = [lambda e=e: fetch_blob(e) for e in blobs]
-        jobs += [lambda p=p, r=r: fetch_run(p, r) for p, entries in by_pack.items() for r in _pack_runs(entries)]
-        _run_parallel(jobs, workers)
+        with _Pool(workers) as pool:
+            for e in blobs:
+                pool.submit(fetch_blob, e)
+            for pack, entries in by_pack.items():
+                for run in _pack_runs(entries):
+                    start, end = run[0].offset or 0, (run[-1].offset or 0) + run[-1].size
+                    pool.submit(fetch_range, pack_key(pack), run, start, end - start)
+            for fetched in pool.results():
+                if fetched is None:
+                    continue
+                run, data, start = fetched
+                try:
+                    for e in run:
+                        at = (e.offset or 0) - start
+                        writer.from_bytes(data[at:at + e.size], e)
+                finally:
+                    pool.window.release()
+                counted(run)
     return stats
