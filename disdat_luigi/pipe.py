@@ -109,27 +109,29 @@ class PipeTask(luigi.Task):
         if missing:
             raise DisdatError(f"{type(self).__name__}: upstream output {missing[0]!r} is missing")
         kwargs = self._pipe_run_arguments(s, upstream)  # type: ignore[arg-type]
-        self._staging = s.context.stage()
+        staging = self._staging = s.context.stage()
         start = now_utc()
         try:
             value = self.pipe_run(**kwargs)
+            bundle = s.context.add_value(self.bundle_name(), value, tags=s.output_tags if self._is_root(s) else {},
+                                         committed=s.commit, lineage=self._lineage(s, upstream, start),
+                                         staging=staging)
         except BaseException as exc:
-            self._staging.abandon()
-            s.failure = s.failure or exc
+            staging.abandon()
+            s.failure = s.failure or exc  # the line `dsdt apply` and the entrypoint report
             raise
         finally:
-            staging, self._staging = self._staging, None
-        root = self._is_root(s)
-        inputs = {name: b.uuid for name, b in upstream.items() if b is not None}
+            self._staging = None
+        s.produced.append(bundle)
+
+    def _lineage(self, s: sessions.ApplySession, upstream: Dict[str, Bundle], start: str) -> Dict[str, Any]:
+        inputs = {name: b.uuid for name, b in upstream.items()}
         if s.input_bundle is not None:
             inputs["pipeline_input"] = s.input_bundle.uuid
         lineage = {"pipe": self.pipe_path(), "params": self.to_str_params(only_significant=True), "inputs": inputs,
                    "processing_id": self.processing_id(), "code_version": s.code_version, "image_id": s.image_id,
-                   "start": start, "stop": now_utc(), ("run_id" if root else "part_of_run"): s.run_id}
-        bundle = s.context.add_value(self.bundle_name(), value, tags=s.output_tags if root else {},
-                                     committed=s.commit, lineage={k: v for k, v in lineage.items() if v is not None},
-                                     staging=staging)
-        s.produced.append(bundle)
+                   "start": start, "stop": now_utc(), ("run_id" if self._is_root(s) else "part_of_run"): s.run_id}
+        return {k: v for k, v in lineage.items() if v is not None}
 
     # -- identity ------------------------------------------------------------------------------------
     @classmethod

@@ -121,3 +121,13 @@ def test_apply_bad_inputs_change_nothing(home, pipe_root, cli, texts):
 def test_pipe_root_must_exist(home, cli, monkeypatch, tmp_path):
     monkeypatch.setenv("DISDAT_PIPE_ROOT", str(tmp_path / "nowhere"))
     assert_user_error(cli("apply", "-", "out", "m.Pipe"), "is not a directory")
+
+
+def test_a_value_no_bundle_can_hold_fails_with_one_line(home, pipe_root, cli):
+    pipe_root(TEST_PIPES)
+    r = cli("apply", "-", "out", "unstorable.ReturnsASocket")
+    assert r.code == 1
+    assert r.err.strip().splitlines()[-1] == ("dsdt: error: unstorable.ReturnsASocket failed: DisdatError: a bundle "
+                                              "cannot hold a socket: return dicts, lists, numbers, strings, files "
+                                              "(paths or targets) or a pandas DataFrame")
+    assert home.context().find() == [] and list(home.context().tmp.iterdir()) == []
