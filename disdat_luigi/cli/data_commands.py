@@ -97,7 +97,7 @@ def cmd_context(args: argparse.Namespace) -> None:
     else:
         active = home.active_name
         for name in home.contexts():
-            binding = Context(home.contexts_dir / name, name).remote
+            binding = home.context(name).remote
             remote = f"  -> {binding.remote_context} @ {binding.url}" if binding else ""
             print(f"{'*' if name == active else ' '} {name}{remote}")
 
