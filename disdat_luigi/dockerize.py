@@ -166,16 +166,16 @@ def _build_context(ctx: Path, pipe_root: Path, base: str, labels: dict) -> None:
                                                       labels=label_text))
 
 
-def _ensure_base(client, base: str) -> None:
+def _ensure_base(client, base: str) -> str:
+    """The base image's id (pulled when it is not here)."""
     import docker
 
     try:
-        client.images.get(base)
-        return
+        return client.images.get(base).id
     except docker.errors.ImageNotFound:
         pass
     try:
-        client.images.pull(base)
+        return client.images.pull(base).id
     except docker.errors.APIError:
         raise NotFound(f"base image {base} is not here and cannot be pulled: build one without a registry with "
                        f"`scripts/build-base-image.sh` and pass --base-image disdat-luigi-base:bookworm (or set "
@@ -200,9 +200,10 @@ def dockerize(pipe_root: Path, module: Optional[str] = None, base: Optional[str]
     names = [image_name(m) for m in modules]
     base = base_image(base)
     client = docker_client()
-    _ensure_base(client, base)
+    base_id = _ensure_base(client, base)
     labels = {LABEL_CODE: code_version(pipe_root), LABEL_PACKAGE: package_version(), "disdat.base_image": base}
-    labels[LABEL_IMAGE] = hashlib.sha256(repr(sorted(labels.items())).encode() + DOCKERFILE.encode()).hexdigest()
+    content = repr(sorted(labels.items())) + base_id + DOCKERFILE  # a rebuilt base image means a rebuild
+    labels[LABEL_IMAGE] = hashlib.sha256(content.encode()).hexdigest()
 
     built = client.images.list(filters={"label": f"{LABEL_IMAGE}={labels[LABEL_IMAGE]}"})
     if built:
