@@ -395,16 +395,31 @@ def _fetch_files(ctx: Context, remote: Remote, m: Manifest, staging: Staging, qu
 
         Fetched = Tuple[List[FileEntry], memoryview, int]
 
-        def fetch_range(key: str, run: List[FileEntry], start: int, length: int) -> Fetched:
-            """One GET (a pack's run, or a small blob: at most 8 MiB), read whole; the calling thread cuts it
-            into files."""
+        def write(fetched: Fetched) -> None:
+            run, data, start = fetched
+            try:
+                for e in run:
+                    at = (e.offset or 0) - start
+                    writer.from_bytes(data[at:at + e.size], e)
+            finally:
+                pool.window.release()
+            counted(run)
+
+        def fetch_range(key: str, run: List[FileEntry], start: int, length: int) -> Optional[Fetched]:
+            """One GET (a pack's run, or a small blob: at most 8 MiB), read whole. Many small files are cut
+            out on the calling thread; files of 256 KiB and more are written here, where hashing and writing
+            them releases the GIL for long enough to overlap."""
             pool.acquire()
             try:
                 with remote.store.open_range(key, start, length) as stream:
-                    return run, memoryview(stream.read(length)), start
+                    fetched = run, memoryview(stream.read(length)), start
             except BaseException:
                 pool.window.release()
                 raise
+            if length >= len(run) * 256 * 1024:
+                write(fetched)
+                return None
+            return fetched
 
         def fetch_blob(e: FileEntry) -> Optional[Fetched]:
             if e.size <= MULTIPART:
@@ -422,14 +437,6 @@ def _fetch_files(ctx: Context, remote: Remote, m: Manifest, staging: Staging, qu
                     start, end = run[0].offset or 0, (run[-1].offset or 0) + run[-1].size
                     pool.submit(fetch_range, pack_key(pack), run, start, end - start)
             for fetched in pool.results():
-                if fetched is None:
-                    continue
-                run, data, start = fetched
-                try:
-                    for e in run:
-                        at = (e.offset or 0) - start
-                        writer.from_bytes(data[at:at + e.size], e)
-                finally:
-                    pool.window.release()
-                counted(run)
+                if fetched is not None:
+                    write(fetched)
     return stats
