@@ -56,37 +56,35 @@ def main(argv: Optional[List[str]] = None) -> int:
     home.create_context("run")
     ctx = home.context("run")
     ctx.bind_remote(RemoteBinding(args.remote_context, args.remote_url))
-    remote = remote_of(ctx)
-    try:
-        root = pipe_root()
-        cls = load_pipe_class(args.pipe_cls, root)
-        params = instantiate_params(cls, args.pipe_params)
-        input_bundle = None
-        if args.input_uuid:
-            input_bundle, stats = pull(ctx, remote, args.input_uuid, quiet=True)
-            print(f"dsdt-entrypoint: pulled input {input_bundle.name} {input_bundle.uuid} ({stats.files} files)")
-        result = apply(ctx, cls, params, input_bundle, args.output_bundle, json.loads(args.output_tags),
-                       code_version=code_version(root), commit=True, run_id=args.run_id,
-                       image_id=args.image_id or None)
-        for b in result.produced:  # upstream bundles first, the output last
-            stats = push(ctx, remote, b, quiet=True)
-            print(f"dsdt-entrypoint: pushed {b.name} {b.uuid} ({stats.files} files, {stats.bytes} bytes)")
-        record.update(status=SUCCEEDED, output_uuid=result.bundle.uuid,
-                      bundles={b.name: b.uuid for b in result.produced}, finished=now_utc())
-        remote.write_run_record(args.run_id, record)
-        return 0
-    except Exception as exc:
-        if not isinstance(exc, DisdatError):  # a bug, not a user error: keep its traceback in the log
-            traceback.print_exc()
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        record.update(status="failed", error=message, finished=now_utc())
+    with remote_of(ctx) as remote:
         try:
+            root = pipe_root()
+            cls = load_pipe_class(args.pipe_cls, root)
+            params = instantiate_params(cls, args.pipe_params)
+            input_bundle = None
+            if args.input_uuid:
+                input_bundle, stats = pull(ctx, remote, args.input_uuid, quiet=True)
+                print(f"dsdt-entrypoint: pulled input {input_bundle.name} {input_bundle.uuid} ({stats.files} files)")
+            result = apply(ctx, cls, params, input_bundle, args.output_bundle, json.loads(args.output_tags),
+                           code_version=code_version(root), commit=True, run_id=args.run_id,
+                           image_id=args.image_id or None)
+            for b in result.produced:  # upstream bundles first, the output last
+                stats = push(ctx, remote, b, quiet=True)
+                print(f"dsdt-entrypoint: pushed {b.name} {b.uuid} ({stats.files} files, {stats.bytes} bytes)")
+            record.update(status=SUCCEEDED, output_uuid=result.bundle.uuid,
+                          bundles={b.name: b.uuid for b in result.produced}, finished=now_utc())
             remote.write_run_record(args.run_id, record)
-        finally:
-            print(f"dsdt-entrypoint: error: {message}", file=sys.stderr)
-        return 1
-    finally:
-        remote.close()
+            return 0
+        except Exception as exc:
+            if not isinstance(exc, DisdatError):  # a bug, not a user error: keep its traceback in the log
+                traceback.print_exc()
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            record.update(status="failed", error=message, finished=now_utc())
+            try:
+                remote.write_run_record(args.run_id, record)
+            finally:
+                print(f"dsdt-entrypoint: error: {message}", file=sys.stderr)
+            return 1
 
 
 if __name__ == "__main__":

@@ -66,8 +66,7 @@ def _resolve_input(ctx: Context, name: Optional[str], tags: Dict[str, str], push
         return bundle.uuid
     from .remotes import remote_of
 
-    remote = remote_of(ctx)
-    try:
+    with remote_of(ctx) as remote:
         if ctx.index.latest(name, tags) is not None:
             uuid = ctx.latest(name, tags).uuid
             if not remote.has_bundle(uuid):
@@ -75,8 +74,6 @@ def _resolve_input(ctx: Context, name: Optional[str], tags: Dict[str, str], push
                                f"{name}`) or drop --no-push-input")
             return uuid
         return remote.latest(name, tags).uuid
-    finally:
-        remote.close()
 
 
 def plan_run(*, context: Optional[str], input_bundle: Optional[str], output_bundle: str, pipe_cls: str,

@@ -35,20 +35,17 @@ class _RemoteTarget(luigi.Target):
     def _check(self, remote: Remote) -> bool:
         raise NotImplementedError
 
+    def _remote(self) -> Remote:
+        return remote_of(_context(self.context))
+
     @property
     def path(self) -> str:
-        remote = remote_of(_context(self.context))
-        try:
+        with self._remote() as remote:
             return f"{remote.url.rstrip('/')}/{self._key(remote)}"
-        finally:
-            remote.close()
 
     def exists(self) -> bool:
-        remote = remote_of(_context(self.context))
-        try:
+        with self._remote() as remote:
             return self._check(remote)
-        finally:
-            remote.close()
 
 
 class RemoteBundleTarget(_RemoteTarget):
@@ -79,11 +76,8 @@ class RunRecordTarget(_RemoteTarget):
         return remote.run_succeeded(self.run_id)
 
     def record(self) -> Optional[dict]:
-        remote = remote_of(_context(self.context))
-        try:
+        with self._remote() as remote:
             return remote.run_record(self.run_id)
-        finally:
-            remote.close()
 
 
 class LocalRunOutputTarget(luigi.Target):

@@ -56,13 +56,10 @@ class PushInput(luigi.Task):
         from .transfer import push
 
         ctx = _context(self.context)
-        remote = remote_of(ctx)
-        try:
+        with remote_of(ctx) as remote:
             bundle = ctx.bundle(self.input_uuid)
             stats = push(ctx, remote, bundle, quiet=True)
-            logger.info("pushed input %s %s: %d files, %d bytes", bundle.name, bundle.uuid, stats.files, stats.bytes)
-        finally:
-            remote.close()
+        logger.info("pushed input %s %s: %d files, %d bytes", bundle.name, bundle.uuid, stats.files, stats.bytes)
 
 
 class InputOnRemote(luigi.ExternalTask):
@@ -147,12 +144,9 @@ class PullOutput(luigi.Task):
 
         record = self.input().record() or {}
         ctx = _context(self.context)
-        remote = remote_of(ctx)
-        try:
+        with remote_of(ctx) as remote:
             bundle, stats = pull(ctx, remote, record["output_uuid"], quiet=True)
-            logger.info("pulled output %s %s: %d files, %d bytes", bundle.name, bundle.uuid, stats.files, stats.bytes)
-        finally:
-            remote.close()
+        logger.info("pulled output %s %s: %d files, %d bytes", bundle.name, bundle.uuid, stats.files, stats.bytes)
 
 
 class RunPipe(luigi.WrapperTask):

@@ -72,12 +72,9 @@ def cmd_push(args: argparse.Namespace) -> None:
     _one_selector(args)
     ctx = Home().context()
     bundles = _bundles_to_push(ctx, args)
-    remote = remote_of(ctx)
-    try:
+    with remote_of(ctx) as remote:
         for b in bundles:
             _report("pushed", b, push(ctx, remote, b, quiet=args.quiet), "on the remote")
-    finally:
-        remote.close()
 
 
 def _uuids_to_pull(remote: Remote, args: argparse.Namespace) -> List[str]:
@@ -89,10 +86,7 @@ def _uuids_to_pull(remote: Remote, args: argparse.Namespace) -> List[str]:
 def cmd_pull(args: argparse.Namespace) -> None:
     _one_selector(args)
     ctx = Home().context()
-    remote = remote_of(ctx)
-    try:
+    with remote_of(ctx) as remote:
         for uuid in _uuids_to_pull(remote, args):
             b, stats = pull(ctx, remote, uuid, quiet=args.quiet)
             _report("pulled", b, stats, "local")
-    finally:
-        remote.close()

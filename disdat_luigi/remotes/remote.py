@@ -44,6 +44,12 @@ class Remote:
     def close(self) -> None:
         self.store.close()
 
+    def __enter__(self) -> "Remote":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     # -- keys ------------------------------------------------------------------------------------
     def manifest_key(self, uuid: str) -> str:
         return f"{self._root}/bundles/{uuid}.json"
