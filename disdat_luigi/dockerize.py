@@ -46,8 +46,8 @@ COPY wheels/app /tmp/wheels/app
 RUN /opt/disdat/bin/pip install -q --no-index --no-deps /tmp/wheels/app/*.whl && rm -rf /tmp/wheels
 ENV PATH=/opt/disdat/bin:$PATH DISDAT_PIPE_ROOT=/pipe_root PYTHONPATH=/pipe_root HOME=/tmp DISDAT_HOME=/tmp/disdat
 COPY pipe_root /pipe_root
-LABEL {labels}
 ENTRYPOINT ["dsdt-entrypoint"]
+LABEL {labels}
 """
 
 
@@ -205,7 +205,10 @@ def dockerize(pipe_root: Path, module: Optional[str] = None, base: Optional[str]
     content = repr(sorted(labels.items())) + base_id + DOCKERFILE  # a rebuilt base image means a rebuild
     labels[LABEL_IMAGE] = hashlib.sha256(content.encode()).hexdigest()
 
-    built = client.images.list(filters={"label": f"{LABEL_IMAGE}={labels[LABEL_IMAGE]}"})
+    # LABEL is the Dockerfile's last step, so only a finished image carries the hash (a build-cache image of an
+    # earlier step, left dangling when its image is removed, must not be mistaken for one).
+    built = [i for i in client.images.list(filters={"label": f"{LABEL_IMAGE}={labels[LABEL_IMAGE]}"})
+             if (i.attrs.get("Config") or {}).get("Entrypoint") == ["dsdt-entrypoint"]]
     if built:
         image = built[0]
         yield f"up to date: {image.short_id} (nothing changed since the last build)"

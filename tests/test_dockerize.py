@@ -12,14 +12,14 @@ from conftest import REPO, TEST_PIPES, assert_user_error, run_dsdt
 
 @pytest.fixture
 def untag():
-    """Image names a test adds, removed afterwards (only the tags: the image stays for other tests)."""
+    """Image names a test adds, removed afterwards (an image that other tags share stays)."""
     names = []
     yield names.append
     import docker
 
     for name in names:
         try:
-            docker.from_env().images.remove(name, noprune=True)
+            docker.from_env().images.remove(name)
         except docker.errors.ImageNotFound:
             pass
 
@@ -70,6 +70,12 @@ def test_a_stale_image_is_refused_with_the_command_that_fixes_it(home, docker_re
     monkeypatch.setenv("DISDAT_DOCKERIZE_REPOSITORY_PREFIX", "stale-test")
     monkeypatch.setenv("DISDAT_PIPE_ROOT", str(root))
     assert _dockerize("--base-image", docker_ready, str(root), "slow", env=env).code == 0
+    import docker
+
+    client = docker.from_env()
+    client.images.remove("stale-test/disdat-slow:latest")  # the build cache stays: it must not pass for an image
+    assert _dockerize("--base-image", docker_ready, str(root), "slow", env=env).code == 0
+    assert client.images.get("stale-test/disdat-slow:latest").attrs["Config"]["Entrypoint"] == ["dsdt-entrypoint"]
     assert cli("remote", "shared", (tmp_path / "remote").as_uri()).code == 0
     (root / "slow.py").write_text((root / "slow.py").read_text() + "\n# changed after dockerize\n")
     r = run_dsdt("run", "-", "nap", "slow.Sleep", "--seconds", "0", cwd=REPO)
