@@ -15,15 +15,15 @@ __all__ = ["PipeTask", "RunPipe", "PushInput", "ExecuteContainer", "PullOutput"]
 
 def __getattr__(name: str):
     if name == "PipeTask":
-        from .pipe import PipeTask
+        from .pipe.task import PipeTask
 
         return PipeTask
     if name in __all__:
-        from . import tasks
+        from .chain import tasks
 
         return getattr(tasks, name)
     raise AttributeError(f"module 'disdat_luigi' has no attribute {name!r}")
 
 
 if "luigi" in sys.modules:
-    from . import tasks as _tasks  # noqa: F401  (registers RunPipe, PushInput, ExecuteContainer, PullOutput)
+    from .chain import tasks as _tasks  # noqa: F401  (registers RunPipe, PushInput, ExecuteContainer, PullOutput)

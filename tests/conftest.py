@@ -25,7 +25,7 @@ class Result:
 @pytest.fixture
 def home(tmp_path, monkeypatch):
     """A fresh, initialized DISDAT_HOME with an active context ``test``."""
-    from disdat_luigi.home import Home
+    from disdat_luigi.store.home import Home
 
     path = tmp_path / "disdat-home"
     monkeypatch.setenv("DISDAT_HOME", str(path))
@@ -163,7 +163,7 @@ def docker_ready():
 
 
 def _dockerize(pipe_root: Path, base: str) -> None:
-    from disdat_luigi.dockerize import dockerize
+    from disdat_luigi.containers.dockerize import dockerize
 
     for line in dockerize(pipe_root, base=base):
         print(line)

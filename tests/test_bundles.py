@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from disdat_luigi.context import MANIFEST
+from disdat_luigi.store.context import MANIFEST
 from disdat_luigi.errors import DisdatError, IntegrityError, NotFound
-from disdat_luigi.manifest import FORMAT, Manifest, check_relpath, parse_tag
+from disdat_luigi.store.manifest import FORMAT, Manifest, check_relpath, parse_tag
 
 
 def test_values_round_trip_with_their_python_types(home):

@@ -13,7 +13,7 @@ from conftest import DSDT, assert_user_error, new_bucket, run_dsdt, second_conte
 from disdat_luigi.errors import IntegrityError
 from disdat_luigi.remotes import open_remote, open_store
 from disdat_luigi.remotes.remote import blob_key
-from disdat_luigi.transfer import pull, push
+from disdat_luigi.remotes.transfer import pull, push
 
 
 def _files(root, spec):
@@ -350,7 +350,7 @@ def test_progress_bar_on_a_terminal(home, bound, cli, tmp_path):
 
 def test_large_blob_in_parallel_ranges_is_verified(home, bound, cli, tmp_path, monkeypatch):
     """A multipart upload, then a pull as several ranged streams (ranges made small to get four of them)."""
-    from disdat_luigi import download
+    from disdat_luigi.remotes import download
 
     monkeypatch.setattr(download, "RANGE_MIN", 4 * 1024 * 1024)
     big = os.urandom(20 * 1024 * 1024 + 12345)
@@ -372,7 +372,7 @@ def test_large_blob_in_parallel_ranges_is_verified(home, bound, cli, tmp_path, m
 
 def test_luigi_targets_follow_remote_and_local_state(home, bound, cli, tmp_path):
     from disdat_luigi.remotes.remote import SUCCEEDED
-    from disdat_luigi.targets import LocalRunOutputTarget, RemoteBundleTarget, RunRecordTarget
+    from disdat_luigi.chain.targets import LocalRunOutputTarget, RemoteBundleTarget, RunRecordTarget
 
     uuid = _added(cli, "t", _files(tmp_path / "d", {"x": b"1"}))
     target = RemoteBundleTarget("test", uuid)

@@ -20,7 +20,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import data_commands, remote_commands, run_commands
+    from . import data_commands
+    from . import remote_commands
+    from . import run_commands
 
     parser = _Parser(prog="dsdt", description="Versioned data bundles, and Disdat pipes run in containers as "
                                               "Luigi task chains.")

@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 from typing import Any, List
 
-from ..context import Bundle, Context
+from ..store.context import Bundle, Context
 from ..errors import DisdatError
-from ..home import Home
-from ..manifest import check_name, parse_tags
+from ..store.home import Home
+from ..store.manifest import check_name, parse_tags
 
 
 def register(sub: Any) -> None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 import argparse
 from typing import Any, List
 
-from ..context import Bundle, Context, RemoteBinding
+from ..store.context import Bundle, Context, RemoteBinding
 from ..errors import DisdatError
-from ..home import Home
-from ..manifest import check_name
+from ..store.home import Home
+from ..store.manifest import check_name
 from ..remotes import Remote, open_store, remote_of
-from ..transfer import TransferStats, pull, push
+from ..remotes.transfer import TransferStats, pull, push
 from .data_commands import selected_bundle
 
 

@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Any
 
 from .. import config
-from ..backends import BACKENDS
+from ..containers.backend import BACKENDS
 from ..errors import DisdatError
-from ..home import Home
-from ..manifest import parse_tags
+from ..store.home import Home
+from ..store.manifest import parse_tags
 
 
 
@@ -55,8 +55,8 @@ def _input_name(args: argparse.Namespace):
 
 
 def cmd_apply(args: argparse.Namespace) -> None:
-    from ..apply import apply
-    from ..pipe_loader import code_version, load_pipe_class, parse_pipe_args
+    from ..pipe.apply import apply
+    from ..pipe.loader import code_version, load_pipe_class, parse_pipe_args
 
     ctx = Home().context()
     root = config.pipe_root()
@@ -72,14 +72,14 @@ def cmd_apply(args: argparse.Namespace) -> None:
 
 
 def cmd_dockerize(args: argparse.Namespace) -> None:
-    from ..dockerize import dockerize
+    from ..containers.dockerize import dockerize
 
     for line in dockerize(args.pipe_root.resolve(), args.module, args.base_image, push=args.push):
         print(line)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ..run import run
+    from ..chain.run import run
 
     if args.use_aws_session_token < 0:
         raise DisdatError("--use-aws-session-token takes a number of seconds")

@@ -6,7 +6,7 @@ from typing import Optional
 from urllib.parse import unquote, urlparse
 
 from .. import config
-from ..context import Context
+from ..store.context import Context
 from ..errors import DisdatError
 from .base import ObjectStore
 from .remote import Remote

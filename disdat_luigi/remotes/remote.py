@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, Iterable, List, Optional, Set, Tuple
 
 from ..errors import NotFound
-from ..manifest import Manifest, check_name
+from ..store.manifest import Manifest, check_name
 from .base import ObjectStore
 
 SUCCEEDED = "succeeded"

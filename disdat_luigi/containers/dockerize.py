@@ -22,16 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, List, Optional
 
-from . import config
+from .. import config
 from .docker_engine import docker_client
-from .errors import DisdatError, NotFound
-from .pipe_loader import code_version, content_hash, files_of, pipe_modules
+from ..errors import DisdatError, NotFound
+from ..pipe.loader import code_version, content_hash, files_of, pipe_modules
 
 DEFAULT_BASE = "python:3.11-slim"
 LABEL_IMAGE = "disdat.image_hash"
 LABEL_CODE = "disdat.code_version"
 LABEL_PACKAGE = "disdat.package_version"
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
 DOCKERFILE = """\
 FROM {base}

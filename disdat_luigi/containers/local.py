@@ -7,9 +7,9 @@ import signal
 import threading
 from typing import Deque, Iterator
 
-from ..docker_engine import docker_client
+from .docker_engine import docker_client
 from ..errors import ContainerFailed
-from .base import LOG_TAIL, Backend, ContainerSpec, OnLine
+from .backend import LOG_TAIL, Backend, ContainerSpec, OnLine
 
 
 @contextlib.contextmanager

@@ -26,9 +26,9 @@ from typing import Any, Dict, Optional, Tuple, Type
 import luigi
 
 from . import session as sessions
-from .context import Bundle
-from .errors import DisdatError
-from .manifest import check_name, now_utc
+from ..store.context import Bundle
+from ..errors import DisdatError
+from ..store.manifest import check_name, now_utc
 
 
 class PipeOutputTarget(luigi.Target):

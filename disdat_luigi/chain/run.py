@@ -19,12 +19,12 @@ from typing import Dict, List, Optional, Sequence
 
 import luigi
 
-from . import config
-from .backends import backend_name, get_backend
-from .context import Bundle, Context
-from .errors import DisdatError, NotFound
-from .home import Home
-from .manifest import check_name
+from .. import config
+from ..containers.backend import backend_name, get_backend
+from ..store.context import Bundle, Context
+from ..errors import DisdatError, NotFound
+from ..store.home import Home
+from ..store.manifest import check_name
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def _resolve_input(ctx: Context, name: Optional[str], tags: Dict[str, str], push
             raise DisdatError(f"input {name} ({bundle.uuid}) is not committed: `dsdt commit -u {bundle.uuid}` "
                               f"first (runs push their input)")
         return bundle.uuid
-    from .remotes import remote_of
+    from ..remotes import remote_of
 
     with remote_of(ctx) as remote:
         if ctx.index.latest(name, tags) is not None:
@@ -79,8 +79,8 @@ def _resolve_input(ctx: Context, name: Optional[str], tags: Dict[str, str], push
 def plan_run(*, context: Optional[str], input_bundle: Optional[str], output_bundle: str, pipe_cls: str,
              pipe_params: str, backend: str, input_tags: Dict[str, str], output_tags: Dict[str, str], force: bool,
              push_input: bool, session_token_seconds: int) -> RunPlan:
-    from .dockerize import resolve_image
-    from .pipe_loader import canonical_params, load_pipe_class, params_from_json
+    from ..containers.dockerize import resolve_image
+    from ..pipe.loader import canonical_params, load_pipe_class, params_from_json
 
     ctx = Home().context(context)
     check_name(output_bundle)
@@ -111,7 +111,7 @@ def run(*, input_bundle: Optional[str], output_bundle: str, pipe_cls: str, pipe_
         backend: Optional[str], input_tags: Dict[str, str], output_tags: Dict[str, str], force: bool,
         push_input: bool, session_token_seconds: int) -> int:
     """``dsdt run``: plan (one-line errors), then the RunPipe chain on the local or central scheduler."""
-    from .pipe_loader import canonical_params, load_pipe_class, parse_pipe_args
+    from ..pipe.loader import canonical_params, load_pipe_class, parse_pipe_args
     from .tasks import RunPipe
 
     cls = load_pipe_class(pipe_cls, config.pipe_root())

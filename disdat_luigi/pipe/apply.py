@@ -14,10 +14,10 @@ import luigi
 from luigi.task_register import Register
 
 from . import session as sessions
-from .context import Bundle, Context
-from .errors import PipeFailed
-from .manifest import check_name
-from .pipe import PipeTask
+from ..store.context import Bundle, Context
+from ..errors import PipeFailed
+from ..store.manifest import check_name
+from .task import PipeTask
 
 
 @dataclass

@@ -17,8 +17,8 @@ from typing import Optional
 import luigi
 from luigi.util import inherits
 
-from .errors import ContainerFailed, DisdatError
-from .home import Home
+from ..errors import ContainerFailed, DisdatError
+from ..store.home import Home
 from .targets import LocalRunOutputTarget, RemoteBundleTarget, RunRecordTarget
 
 logger = logging.getLogger("luigi-interface")
@@ -52,8 +52,8 @@ class PushInput(luigi.Task):
         return RemoteBundleTarget(self.context, self.input_uuid)
 
     def run(self) -> None:
-        from .remotes import remote_of
-        from .transfer import push
+        from ..remotes import remote_of
+        from ..remotes.transfer import push
 
         ctx = _context(self.context)
         with remote_of(ctx) as remote:
@@ -97,8 +97,8 @@ class ExecuteContainer(luigi.Task):
         return RunRecordTarget(self.context, self.run_id)
 
     def run(self) -> None:
-        from .backends import get_backend
-        from .launch import container_spec
+        from ..containers.backend import get_backend
+        from ..containers.launch import container_spec
 
         spec = container_spec(binding=_context(self.context).require_remote(), image=self.image,
                               pipe_cls=self.pipe_cls, pipe_params=self.pipe_params, input_uuid=self.input_uuid,
@@ -139,8 +139,8 @@ class PullOutput(luigi.Task):
         return LocalRunOutputTarget(self.context, self.run_id)
 
     def run(self) -> None:
-        from .remotes import remote_of
-        from .transfer import pull
+        from ..remotes import remote_of
+        from ..remotes.transfer import pull
 
         record = self.input().record() or {}
         ctx = _context(self.context)

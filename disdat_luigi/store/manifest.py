@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import PurePosixPath
 from typing import Any, Dict, Iterable, Optional
 
-from .errors import DisdatError, IntegrityError
+from ..errors import DisdatError, IntegrityError
 
 FORMAT = 1
 PRESENTATIONS = ("dict", "list", "scalar", "files", "dataframe")

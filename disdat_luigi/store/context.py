@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 from . import values
-from .errors import DisdatError, NotFound
-from .fsutil import atomic_write, copy_and_hash, sha256_file
+from ..errors import DisdatError, NotFound
+from ..fsutil import atomic_write, copy_and_hash, sha256_file
 from .index import BundleRow, Index
 from .manifest import FileEntry, Manifest, check_name, check_relpath, new_uuid
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from .errors import DisdatError
+from ..errors import DisdatError
 
 
 def docker_client():

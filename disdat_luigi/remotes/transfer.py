@@ -31,16 +31,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Tuple, TypeVar
 
-from . import config
-from .context import Bundle, Context, Staging
+from .. import config
+from ..store.context import Bundle, Context, Staging
 from .download import download_hashed
-from .errors import DisdatError, IntegrityError, NotFound
-from .fsutil import sha256_file
-from .manifest import FileEntry, Manifest
+from ..errors import DisdatError, IntegrityError, NotFound
+from ..fsutil import sha256_file
+from ..store.manifest import FileEntry, Manifest
 from .progress import Progress
-from .remotes import Remote, transfer_workers
-from .remotes.remote import blob_key, pack_key
-from .remotes.s3 import MULTIPART
+from . import Remote, transfer_workers
+from .remote import blob_key, pack_key
+from .s3 import MULTIPART
 
 MiB = 1024 * 1024
 # Packs of 1-8 MiB: enough of them to keep every worker busy, none so large that one PUT dominates

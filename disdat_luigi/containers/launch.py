@@ -14,17 +14,17 @@ import uuid as uuidlib
 from typing import Dict
 from urllib.parse import unquote, urlparse
 
-from . import config
-from .backends import ContainerSpec
-from .context import RemoteBinding
-from .errors import RemoteError
+from .. import config
+from .backend import ContainerSpec
+from ..store.context import RemoteBinding
+from ..errors import RemoteError
 
 _PASSED_SETTINGS = ("pack_threshold", "transfer_workers", "s3_max_attempts")
 
 
 def credentials_env(session_token_seconds: int = 0) -> Dict[str, str]:
     """AWS credentials for the container ({} when the host has none)."""
-    from .remotes.s3 import make_session, s3_errors
+    from ..remotes.s3 import make_session, s3_errors
 
     session = make_session()
     if session_token_seconds:
@@ -44,13 +44,13 @@ def credentials_env(session_token_seconds: int = 0) -> Dict[str, str]:
 
 
 def _region(session) -> str:
-    from .remotes.s3 import client_kwargs
+    from ..remotes.s3 import client_kwargs
 
     return client_kwargs().get("region_name") or session.get_config_variable("region") or "us-east-1"
 
 
 def _s3_env() -> Dict[str, str]:
-    from .remotes.s3 import client_kwargs, make_session
+    from ..remotes.s3 import client_kwargs, make_session
 
     env = {"AWS_DEFAULT_REGION": _region(make_session())}
     endpoint = (client_kwargs().get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL_S3")

@@ -10,8 +10,8 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional
 
-from .context import Bundle, Context
-from .errors import DisdatError
+from ..store.context import Bundle, Context
+from ..errors import DisdatError
 
 
 @dataclass

@@ -11,6 +11,9 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
+from .. import config
+from ..errors import DisdatError
+
 OnLine = Callable[[str], None]
 LOG_TAIL = 50
 
@@ -34,3 +37,21 @@ class Backend(ABC):
     @abstractmethod
     def execute(self, spec: ContainerSpec, on_line: OnLine) -> None:
         """Run the container to completion (see the module docstring)."""
+
+
+BACKENDS = ("Local", "AWSBatch")
+
+
+def backend_name(override: str = "") -> str:
+    name = override or config.setting("run", "backend") or "Local"
+    if name not in BACKENDS:
+        raise DisdatError(f"unknown backend {name!r}: use one of {', '.join(BACKENDS)} ([run] backend)")
+    return name
+
+
+def get_backend(name: str) -> Backend:
+    if backend_name(name) == "Local":
+        from .local import LocalDocker
+
+        return LocalDocker()
+    raise DisdatError("the AWSBatch backend is not available in this version: use --backend Local")

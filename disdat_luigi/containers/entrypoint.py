@@ -18,8 +18,8 @@ import traceback
 from pathlib import Path
 from typing import List, Optional
 
-from .errors import DisdatError
-from .manifest import now_utc
+from ..errors import DisdatError
+from ..store.manifest import now_utc
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,14 +38,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
-    from .apply import apply
-    from .config import pipe_root
-    from .context import RemoteBinding
-    from .home import Home
-    from .pipe_loader import code_version, instantiate_params, load_pipe_class
-    from .remotes import remote_of
-    from .remotes.remote import SUCCEEDED
-    from .transfer import pull, push
+    from ..pipe.apply import apply
+    from ..config import pipe_root
+    from ..store.context import RemoteBinding
+    from ..store.home import Home
+    from ..pipe.loader import code_version, instantiate_params, load_pipe_class
+    from ..remotes import remote_of
+    from ..remotes.remote import SUCCEEDED
+    from ..remotes.transfer import pull, push
 
     started = now_utc()
     record = {"run_id": args.run_id, "pipe_cls": args.pipe_cls, "pipe_params": json.loads(args.pipe_params),

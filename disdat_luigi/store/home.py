@@ -12,10 +12,10 @@ import shutil
 from pathlib import Path
 from typing import List, Optional
 
-from . import config
+from .. import config
 from .context import Context
-from .errors import DisdatError, NotFound
-from .fsutil import atomic_write
+from ..errors import DisdatError, NotFound
+from ..fsutil import atomic_write
 from .manifest import check_name
 
 

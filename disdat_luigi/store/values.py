@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Tuple
 
-from .errors import DisdatError
+from ..errors import DisdatError
 
 FILE = "$file"
 FRAME = "$frame"

@@ -17,8 +17,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, List
 
-from .errors import IntegrityError
-from .remotes.base import ObjectStore
+from ..errors import IntegrityError
+from .base import ObjectStore
 
 MiB = 1024 * 1024
 RANGE_MIN = 64 * MiB    # one stream per 64 MiB, at most ``streams``

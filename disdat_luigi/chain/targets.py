@@ -16,9 +16,9 @@ from typing import Optional
 
 import luigi
 
-from .context import Bundle, Context
-from .home import Home
-from .remotes import Remote, remote_of
+from ..store.context import Bundle, Context
+from ..store.home import Home
+from ..remotes import Remote, remote_of
 
 
 def _context(name: str) -> Context:

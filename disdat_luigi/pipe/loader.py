@@ -18,8 +18,8 @@ from typing import Any, Dict, List, Sequence, Type
 
 import luigi
 
-from .errors import DisdatError, NotFound
-from .pipe import PipeTask
+from ..errors import DisdatError, NotFound
+from .task import PipeTask
 
 _SKIP_DIRS = {"__pycache__", "build", "dist"}
 
