@@ -1,4 +1,4 @@
-"""Settings: luigi.cfg with environment variables on top.
+"""Settings: luigi.cfg with environment variables on top, each one validated against one schema.
 
 The files are the ones luigi reads, in luigi's order (``/etc/luigi/client.cfg``, ``/etc/luigi/luigi.cfg``,
 ``client.cfg``, ``luigi.cfg``, then ``$LUIGI_CONFIG_PATH``), with luigi's ``${ENV_VAR}`` interpolation, so
@@ -10,16 +10,28 @@ Environment variables override the file: ``DISDAT_<KEY>`` for the ``[disdat]`` s
 ``DISDAT_PIPE_ROOT``, ...) and ``DISDAT_<SECTION>_<KEY>`` for the others (``DISDAT_RUN_BACKEND``,
 ``DISDAT_DOCKERIZE_BASE_IMAGE``, ...). Values are read when asked for, so a test or a CLI flag that sets the
 environment takes effect at once.
+
+Every key this package reads is declared once in :data:`SCHEMA` with its parser, default and accepted
+values. :func:`validate` checks them all at start-up (``dsdt``, ``RunPipe``, the container entrypoint), so a
+bad value is one line naming the key, where it came from and what is accepted, before anything happens;
+:func:`get` returns the typed value. Booleans accept only true/false/yes/no/1/0.
 """
 from __future__ import annotations
 
 import configparser
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from .errors import DisdatError
 
 LUIGI_CONFIG_PATHS = ("/etc/luigi/client.cfg", "/etc/luigi/luigi.cfg", "client.cfg", "luigi.cfg")
+
+
+class SettingsError(DisdatError):
+    """One or more settings have values this package cannot use (one line each)."""
 
 
 class _EnvInterpolation(configparser.BasicInterpolation):
@@ -30,12 +42,32 @@ class _EnvInterpolation(configparser.BasicInterpolation):
         return super().before_get(parser, section, option, value, defaults)
 
 
+_parsed_files: Dict[tuple, configparser.ConfigParser] = {}
+
+
 def get_config() -> configparser.ConfigParser:
-    """luigi.cfg as luigi would read it now (re-read on every call: it is small and may change)."""
-    parser = configparser.ConfigParser(interpolation=_EnvInterpolation())
+    """luigi.cfg as luigi would read it now: parsed again whenever one of its files appears, changes or goes
+    (keyed by path and mtime), so settings follow the files without re-parsing them for every key."""
     extra = os.environ.get("LUIGI_CONFIG_PATH")
-    parser.read([*LUIGI_CONFIG_PATHS, *([extra] if extra else [])])
+    paths = [*LUIGI_CONFIG_PATHS, *([extra] if extra else [])]
+    key = tuple((p, os.path.abspath(p), _mtime(p)) for p in paths)
+    parser = _parsed_files.get(key)
+    if parser is None:
+        parser = configparser.ConfigParser(interpolation=_EnvInterpolation())
+        try:
+            parser.read(paths)
+        except configparser.Error as exc:
+            raise SettingsError(f"luigi.cfg cannot be read: {str(exc).splitlines()[0]}") from None
+        _parsed_files.clear()
+        _parsed_files[key] = parser
     return parser
+
+
+def _mtime(path: str) -> Optional[int]:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
 
 
 def env_name(section: str, key: str) -> str:
@@ -43,32 +75,139 @@ def env_name(section: str, key: str) -> str:
     return prefix + key.upper()
 
 
-def setting(section: str, key: str, default: Optional[str] = None) -> Optional[str]:
-    """The value of ``[section] key``: environment first, then luigi.cfg, then ``default``."""
-    value = os.environ.get(env_name(section, key))
+def raw_setting(section: str, key: str) -> Tuple[Optional[str], str]:
+    """(raw value, where it came from): the environment first, then luigi.cfg; (None, '') when unset."""
+    name = env_name(section, key)
+    value = os.environ.get(name)
     if value is not None:
-        return value
-    return get_config().get(section, key, fallback=default)
-
-
-def int_setting(section: str, key: str, default: int) -> int:
-    from .errors import DisdatError
-
-    raw = setting(section, key)
-    if raw in (None, ""):
-        return default
+        return value, name
     try:
-        return int(raw)
-    except ValueError:
-        raise DisdatError(f"[{section}] {key} must be an integer, got {raw!r} (luigi.cfg or "
-                          f"{env_name(section, key)})") from None
+        return get_config().get(section, key, fallback=None), f"[{section}] {key} in luigi.cfg"
+    except configparser.Error as exc:
+        raise SettingsError(f"[{section}] {key} in luigi.cfg cannot be read: {str(exc).splitlines()[0]}") from None
 
 
-def bool_setting(section: str, key: str, default: bool) -> bool:
-    raw = setting(section, key)
-    if raw in (None, ""):
-        return default
-    return raw.strip().lower() in ("1", "true", "yes", "on")
+# ---------------------------------------------------------------------------------------------------
+# parsers: each returns the typed value or raises ValueError with what is accepted
+# ---------------------------------------------------------------------------------------------------
+
+def _int(lo: int, hi: Optional[int] = None) -> Callable[[str], int]:
+    accepted = f"an integer from {lo} to {hi}" if hi is not None else f"an integer of at least {lo}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip())
+        except ValueError:
+            raise ValueError(accepted) from None
+        if value < lo or (hi is not None and value > hi):
+            raise ValueError(accepted)
+        return value
+
+    return parse
+
+
+_TRUE, _FALSE = ("true", "yes", "1"), ("false", "no", "0")
+
+
+def parse_bool(text: str) -> bool:
+    word = text.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise ValueError("true, false, yes, no, 1 or 0")
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text.strip() not in options:
+            raise ValueError(" or ".join(options))
+        return text.strip()
+
+    return parse
+
+
+_NETWORK = re.compile(r"^(default|bridge|host|none|container:[A-Za-z0-9][A-Za-z0-9_.-]*|[A-Za-z0-9][A-Za-z0-9_.-]{0,63})$")
+
+
+def _network_mode(text: str) -> str:
+    if not _NETWORK.match(text.strip()):
+        raise ValueError("default, bridge, host, none, container:NAME or the name of a Docker network")
+    return text.strip()
+
+
+_ARN_ROLE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
+
+
+def _role_arn(text: str) -> str:
+    if not _ARN_ROLE.match(text.strip()):
+        raise ValueError("an IAM role ARN, arn:aws:iam::123456789012:role/NAME")
+    return text.strip()
+
+
+def _text(text: str) -> str:
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise ValueError("text without control characters")
+    return text.strip()
+
+
+@dataclass(frozen=True)
+class Setting:
+    parse: Callable[[str], Any]
+    default: Any
+    doc: str
+
+
+SCHEMA: Dict[Tuple[str, str], Setting] = {
+    ("disdat", "home"): Setting(_text, "~/.disdat", "the local store"),
+    ("disdat", "pipe_root"): Setting(_text, ".", "where pipe classes are imported from"),
+    ("disdat", "pack_threshold"): Setting(_int(0), 1024 * 1024, "files below this many bytes travel packed"),
+    ("disdat", "transfer_workers"): Setting(_int(1, 256), 10, "parallel requests per transfer"),
+    ("disdat", "s3_max_attempts"): Setting(_int(1, 20), 5, "botocore retries"),
+    ("run", "backend"): Setting(_choice("Local", "AWSBatch"), "Local", "where containers run"),
+    ("run", "network_mode"): Setting(_network_mode, "default", "the container's Docker network mode"),
+    ("run", "timeout"): Setting(_int(1), None, "seconds before a container is stopped"),
+    ("run", "local_scheduler"): Setting(parse_bool, True, "false: dsdt run uses luigid"),
+    ("run", "workers"): Setting(_int(1, 64), 1, "Luigi workers: nodes run at the same time"),
+    ("run", "wait"): Setting(parse_bool, False, "AWSBatch: wait for the jobs and pull the output"),
+    ("run", "aws_batch_queue"): Setting(_text, None, "the AWS Batch job queue"),
+    ("run", "vcpus"): Setting(_int(1, 256), 1, "vCPUs of a Batch job"),
+    ("run", "memory"): Setting(_int(4), 2048, "MiB of memory of a Batch job"),
+    ("run", "gpus"): Setting(_int(0, 16), 0, "GPUs of a Batch job"),
+    ("run", "job_role_arn"): Setting(_role_arn, None, "the IAM role of Batch jobs"),
+    ("run", "attempts"): Setting(_int(1, 10), 1, "Batch retry attempts of a job"),
+    ("dockerize", "base_image"): Setting(_text, "python:3.11-slim", "base of the pipe images"),
+    ("dockerize", "registry"): Setting(_text, None, "registry the images are pushed to"),
+    ("dockerize", "repository_prefix"): Setting(_text, None, "prefix of the image repositories"),
+}
+
+
+def _parsed(section: str, key: str) -> Any:
+    spec = SCHEMA[(section, key)]
+    raw, source = raw_setting(section, key)
+    if raw is None or raw.strip() == "":
+        return spec.default
+    try:
+        return spec.parse(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{source} = {raw!r} is not valid: use {exc}") from None
+
+
+def get(section: str, key: str) -> Any:
+    """The typed value of a declared setting (its default when unset)."""
+    return _parsed(section, key)
+
+
+def validate() -> None:
+    """Check every declared setting at once; SettingsError with one line per bad value."""
+    problems: List[str] = []
+    for section, key in SCHEMA:
+        try:
+            _parsed(section, key)
+        except SettingsError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise SettingsError("\n".join(problems))
 
 
 def section(name: str) -> dict:
@@ -78,8 +217,8 @@ def section(name: str) -> dict:
 
 
 def disdat_home() -> Path:
-    return Path(setting("disdat", "home") or "~/.disdat").expanduser()
+    return Path(get("disdat", "home")).expanduser()
 
 
 def pipe_root() -> Path:
-    return Path(setting("disdat", "pipe_root") or ".").expanduser().resolve()
+    return Path(get("disdat", "pipe_root")).expanduser().resolve()

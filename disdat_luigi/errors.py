@@ -18,6 +18,15 @@ class IntegrityError(DisdatError):
     """Bytes that do not match their recorded sha256, or a manifest that breaks the format's rules."""
 
 
+class StoreDamaged(DisdatError):
+    """The local store is not as it was written (a file, manifest or index damaged or gone); the message says
+    what and that `dsdt check --repair` fixes it."""
+
+
+class DiskFull(DisdatError):
+    """A write ran out of space; the message says what, where and how much was needed."""
+
+
 class RemoteError(DisdatError):
     """The remote cannot be reached, refuses the credentials, or lacks a bucket."""
 

@@ -1,11 +1,16 @@
 """Small filesystem helpers shared by the local store, the file remote and the transfer engine."""
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
-from typing import BinaryIO, Optional, Tuple
+from typing import BinaryIO, Iterator, Optional, Tuple
+
+from .errors import DiskFull
 
 CHUNK = 1 << 20
 
@@ -52,3 +57,58 @@ def _unlink_quietly(path: str) -> None:
         os.unlink(path)
     except OSError:
         pass
+
+
+# ---------------------------------------------------------------------------------------------------
+# full disks: one line saying what, where and how much, instead of a traceback or a hang
+# ---------------------------------------------------------------------------------------------------
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def free_bytes(path: Path) -> Optional[int]:
+    """Free space for an unprivileged writer on the filesystem holding ``path`` (its nearest existing parent)."""
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        return shutil.disk_usage(p).free
+    except OSError:
+        return None
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return type(exc).__name__ == "OperationalError" and "disk is full" in str(exc)  # sqlite3's SQLITE_FULL
+
+
+def _full(what: str, where: Path, needed: Optional[int]) -> DiskFull:
+    free = free_bytes(where)
+    need = f", which needs {human_bytes(needed)}" if needed else ""
+    have = f" ({human_bytes(free)} free)" if free is not None else ""
+    return DiskFull(f"no space left on the device of {where}{have} while {what}{need}: free some space and run it "
+                    f"again (nothing partial was kept)")
+
+
+def require_space(where: Path, needed: int, what: str) -> None:
+    """Refuse before writing anything when ``needed`` bytes cannot fit (a margin of 1 MB for metadata)."""
+    free = free_bytes(where)
+    if free is not None and needed + (1 << 20) > free:
+        raise _full(what, where, needed)
+
+
+@contextlib.contextmanager
+def disk_space(what: str, where: Path, needed: Optional[int] = None) -> Iterator[None]:
+    """Turn a full disk inside the block into one DiskFull line (the block cleans up its partial files)."""
+    try:
+        yield
+    except (OSError, Exception) as exc:
+        if is_disk_full(exc):
+            raise _full(what, where, needed) from None
+        raise

@@ -22,6 +22,34 @@ class Result:
     err: str
 
 
+_USER_SETTINGS = ("DISDAT_", "AWS_", "LUIGI_CONFIG_PATH", "BOTO_")
+
+
+@pytest.fixture(autouse=True)
+def isolated_settings(monkeypatch, tmp_path):
+    """No test sees the developer's Disdat, AWS or Luigi settings; every test gets its own home.
+
+    The one setting every test shares: this machine's Docker engine runs without a bridge network, so
+    containers use the host's network (as `make demo` does), as a user of such an engine would configure.
+    """
+    for name in list(os.environ):
+        if name.startswith(_USER_SETTINGS):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("DISDAT_HOME", str(tmp_path / "no-home-set"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("DISDAT_RUN_NETWORK_MODE", "host")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_system_luigi_config():
+    """/etc/luigi/*.cfg would be read by every luigi and dsdt process of the suite: refuse to run beside one."""
+    found = [p for p in ("/etc/luigi/client.cfg", "/etc/luigi/luigi.cfg") if os.path.exists(p)]
+    if found:
+        pytest.exit(f"the tests must not run with {found[0]} present (it changes every luigi setting): move it away",
+                    returncode=3)
+
+
 @pytest.fixture
 def home(tmp_path, monkeypatch):
     """A fresh, initialized DISDAT_HOME with an active context ``test``."""

@@ -381,19 +381,19 @@ def test_luigi_targets_follow_remote_and_local_state(home, bound, cli, tmp_path)
     assert cli("push", "t").code == 0
     assert target.exists()
 
-    run = RunRecordTarget("test", "run-1")
+    run = RunRecordTarget("test", "0123456789abcdef0123456789abcdef")
     assert not run.exists()
     remote = _remote(bound)
-    remote.write_run_record("run-1", {"status": "failed", "error": "boom"})
+    remote.write_run_record("0123456789abcdef0123456789abcdef", {"status": "failed", "error": "boom"})
     assert not run.exists() and run.record()["error"] == "boom"
-    remote.write_run_record("run-1", {"status": SUCCEEDED, "output_uuid": uuid})
+    remote.write_run_record("0123456789abcdef0123456789abcdef", {"status": SUCCEEDED, "output_uuid": uuid})
     assert run.exists()
     remote.close()
 
-    local = LocalRunOutputTarget("test", "run-1")
+    local = LocalRunOutputTarget("test", "0123456789abcdef0123456789abcdef")
     assert not local.exists()
     ctx = home.context()
-    ctx.add_value("out", 1, lineage={"run_id": "run-1"})
+    ctx.add_value("out", 1, lineage={"run_id": "0123456789abcdef0123456789abcdef"})
     assert local.exists() and local.bundle().name == "out"
 
 

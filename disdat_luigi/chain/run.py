@@ -123,9 +123,9 @@ def run(*, input_bundle: Optional[str], output_bundle: str, pipe_cls: str, pipe_
     print(f"run {plan.run_id}: {pipe_cls} on {plan.backend}, image {plan.image[:19]}", file=sys.stderr)
 
     _failures.clear()
-    local = config.bool_setting("run", "local_scheduler", True)
+    local = config.get("run", "local_scheduler")
     result = luigi.build([task], local_scheduler=local, workers=1, detailed_summary=True,
-                         log_level=config.setting("core", "log_level") or "INFO")
+                         log_level=config.get_config().get("core", "log_level", fallback="INFO"))
     if result.status not in (luigi.LuigiStatusCode.SUCCESS, luigi.LuigiStatusCode.SUCCESS_WITH_RETRY):
         reason = str(_failures[-1]).splitlines()[0] if _failures else result.status.value[1]
         raise DisdatError(f"the run failed: {reason}")

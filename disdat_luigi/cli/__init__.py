@@ -9,7 +9,11 @@ import argparse
 import sys
 from typing import List, Optional
 
+from .. import config
+from ..config import SettingsError
+from ..display import safe
 from ..errors import DisdatError
+from ..fsutil import is_disk_full
 
 
 class _Parser(argparse.ArgumentParser):
@@ -33,13 +37,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _print_error(exc: DisdatError) -> None:
+    """One line per error (a SettingsError holds one per bad setting); remote text is made safe to print."""
+    text = str(exc)
+    if isinstance(exc, SettingsError):
+        for line in text.splitlines():
+            print(f"dsdt: error: {safe(line)}", file=sys.stderr)
+    else:
+        print(f"dsdt: error: {safe(text, keep_newlines=True)}", file=sys.stderr)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        config.validate()
         return int(args.func(args) or 0)
     except DisdatError as exc:
-        print(f"dsdt: error: {exc}", file=sys.stderr)
+        _print_error(exc)
+        return 1
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        print(f"dsdt: error: no space left on the device: {safe(exc.filename or '')} (free some space and run it "
+              f"again)", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("dsdt: interrupted", file=sys.stderr)

@@ -43,7 +43,7 @@ BACKENDS = ("Local", "AWSBatch")
 
 
 def backend_name(override: str = "") -> str:
-    name = override or config.setting("run", "backend") or "Local"
+    name = override or config.get("run", "backend")
     if name not in BACKENDS:
         raise DisdatError(f"unknown backend {name!r}: use one of {', '.join(BACKENDS)} ([run] backend)")
     return name

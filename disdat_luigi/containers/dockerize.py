@@ -27,7 +27,6 @@ from .docker_engine import docker_client
 from ..errors import DisdatError, NotFound
 from ..pipe.loader import code_version, content_hash, files_of, pipe_modules
 
-DEFAULT_BASE = "python:3.11-slim"
 LABEL_IMAGE = "disdat.image_hash"
 LABEL_CODE = "disdat.code_version"
 LABEL_PACKAGE = "disdat.package_version"
@@ -52,14 +51,14 @@ LABEL {labels}
 
 
 def base_image(override: Optional[str] = None) -> str:
-    return override or config.setting("dockerize", "base_image") or DEFAULT_BASE
+    return override or config.get("dockerize", "base_image")
 
 
 def image_repository(module: str) -> str:
     """``a.b`` -> ``[registry/][prefix/]disdat-a-b``."""
     name = "disdat-" + module.replace(".", "-").lower()
-    prefix = [p.strip("/") for p in (config.setting("dockerize", "registry"),
-                                     config.setting("dockerize", "repository_prefix")) if p and p.strip("/")]
+    prefix = [p.strip("/") for p in (config.get("dockerize", "registry"),
+                                     config.get("dockerize", "repository_prefix")) if p and p.strip("/")]
     return "/".join(prefix + [name])
 
 

@@ -75,15 +75,12 @@ def container_spec(*, binding: RemoteBinding, image: str, pipe_cls: str, pipe_pa
                           "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE")
     env.update(credentials)
     for key in _PASSED_SETTINGS:
-        value = config.setting("disdat", key)
-        if value:
-            env[config.env_name("disdat", key)] = value
+        env[config.env_name("disdat", key)] = str(config.get("disdat", key))
     command = ["--remote-url", binding.url, "--remote-context", binding.remote_context, "--input-uuid", input_uuid,
                "--output-bundle", output_bundle, "--output-tags", output_tags, "--pipe-cls", pipe_cls,
                "--pipe-params", pipe_params, "--run-id", run_id, "--image-id", image]
-    timeout = config.int_setting("run", "timeout", 0)
     return ContainerSpec(
         image=image, command=command, environment=env, name=f"disdat-{run_id[:12]}-{uuidlib.uuid4().hex[:6]}",
         labels={"disdat.run_id": run_id, "disdat.pipe_cls": pipe_cls}, mounts=mounts,
-        network_mode=config.setting("run", "network_mode") or "host", timeout=timeout or None,
+        network_mode=config.get("run", "network_mode"), timeout=config.get("run", "timeout"),
         user=f"{os.getuid()}:{os.getgid()}")

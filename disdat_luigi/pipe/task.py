@@ -161,8 +161,8 @@ class PipeTask(luigi.Task):
 
     def _pipe_run_arguments(self, s: sessions.ApplySession, upstream: Dict[str, Bundle]) -> Dict[str, Any]:
         """Only what pipe_run declares (everything it may receive when it takes **kwargs)."""
-        available = {name: b.data() for name, b in upstream.items()}
-        available["pipeline_input"] = s.input_bundle.data() if s.input_bundle is not None else None
+        available = {name: b.data(mark_text=True) for name, b in upstream.items()}
+        available["pipeline_input"] = s.input_bundle.data(mark_text=True) if s.input_bundle is not None else None
         params = dict(self.param_kwargs)
         signature = inspect.signature(self.pipe_run)
         if any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):

@@ -13,7 +13,7 @@ from .remote import Remote
 
 
 def transfer_workers() -> int:
-    return max(1, config.int_setting("disdat", "transfer_workers", 10))
+    return config.get("disdat", "transfer_workers")
 
 
 def open_store(url: str, workers: Optional[int] = None) -> ObjectStore:
@@ -28,9 +28,12 @@ def open_store(url: str, workers: Optional[int] = None) -> ObjectStore:
     if parsed.scheme == "file":
         if parsed.netloc not in ("", "localhost") or not parsed.path.startswith("/"):
             raise DisdatError(f"remote URL {url!r} must be an absolute path: file:///dir")
+        root = Path(unquote(parsed.path))
+        if root.resolve() == Path("/"):
+            raise DisdatError(f"remote URL {url!r} is the root directory: give a directory of its own, file:///dir")
         from .file import FileStore
 
-        return FileStore(Path(unquote(parsed.path)))
+        return FileStore(root)
     raise DisdatError(f"remote URL {url!r} is not supported: use s3://bucket/prefix or file:///dir")
 
 

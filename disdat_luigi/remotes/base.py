@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import BinaryIO, Callable, ContextManager, Iterator
+from typing import BinaryIO, Callable, ContextManager, Iterator, List, Optional, Tuple
 
 OnBytes = Callable[[int], None]
 
 
 class ObjectStore(ABC):
     url: str
+    leaves_partial_uploads = False   # True where a killed upload can leave parts behind (S3 multipart)
 
     @abstractmethod
     def check(self) -> None:
@@ -41,6 +42,26 @@ class ObjectStore(ABC):
     @abstractmethod
     def upload_file(self, key: str, path: Path, on_bytes: OnBytes) -> None:
         """Store a (large) file: multipart and parallel where the store supports it."""
+
+    @abstractmethod
+    def get_versioned(self, key: str) -> Tuple[bytes, str]:
+        """The object's bytes and a version tag that changes whenever the object does (NotFound if absent)."""
+
+    @abstractmethod
+    def put_if(self, key: str, data: bytes, version: Optional[str]) -> bool:
+        """Compare-and-swap: store ``data`` only if the object is absent (``version`` None) or still at
+        ``version``; False when someone else got there first. Leases rely on it."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove the object (no error when it is already gone)."""
+
+    def pending_uploads(self, key: str) -> List[Tuple[str, float]]:
+        """Multipart uploads of ``key`` left open: (upload id, started as epoch seconds). None on most stores."""
+        return []
+
+    def abort_upload(self, key: str, upload_id: str) -> None:
+        """Abort one multipart upload (see :meth:`pending_uploads`)."""
 
     def close(self) -> None:
         """Release connections and threads."""

@@ -41,9 +41,13 @@ def download_hashed(store: ObjectStore, key: str, size: int, dst: Path, on_bytes
                 while pos < end:
                     chunk = body.read(min(READ, end - pos))
                     if not chunk:
-                        raise IntegrityError(f"{key} on the remote is shorter than its manifest says")
-                    os.pwrite(fd, chunk, pos)
-                    pos += len(chunk)
+                        raise IntegrityError(f"{key} on the remote is shorter than its manifest says: the remote "
+                                             f"copy is damaged, re-push the bundle from a good copy")
+                    view = memoryview(chunk)
+                    while view:  # a nearly full disk writes less than asked: go on until ENOSPC is raised
+                        written = os.pwrite(fd, view, pos)
+                        view = view[written:]
+                        pos += written
                     on_bytes(len(chunk))
                     with cond:
                         landed[i] = pos
@@ -70,6 +74,8 @@ def download_hashed(store: ObjectStore, key: str, size: int, dst: Path, on_bytes
                             raise IntegrityError(f"{key} on the remote is shorter than its manifest says")
                         while pos < ready:
                             block = os.pread(fd, min(READ, ready - pos), pos)
+                            if not block:  # never spin on bytes that are not on disk
+                                raise OSError(f"{dst} is shorter than the bytes written to it")
                             sha.update(block)
                             pos += len(block)
             except BaseException:

@@ -5,14 +5,16 @@ Writes are atomic (temporary file, then rename), so a reader sees a whole object
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterator, Optional, Tuple
 
 from ..errors import NotFound, RemoteError
-from ..fsutil import atomic_write
+from ..fsutil import atomic_write, disk_space
 from .base import ObjectStore, OnBytes
 
 
@@ -22,6 +24,9 @@ class FileStore(ObjectStore):
         self.url = root.as_uri()
 
     def _path(self, key: str) -> Path:
+        """Keys are built from validated names and hashes; refuse anything that could leave the root anyway."""
+        if not key or key.startswith("/") or "\\" in key or "\0" in key or any(p in (".", "..") for p in key.split("/")):
+            raise RemoteError(f"refusing the remote key {key!r}: it would leave the remote's directory")
         return self.root / key
 
     def check(self) -> None:
@@ -36,7 +41,7 @@ class FileStore(ObjectStore):
         return self._path(key).is_file()
 
     def list(self, prefix: str) -> Iterator[str]:
-        base = self._path(prefix)
+        base = self._path(prefix) if prefix else self.root
         for root, _dirs, names in os.walk(base):
             for n in names:
                 if not n.startswith("."):  # skip in-flight temporary files
@@ -59,18 +64,45 @@ class FileStore(ObjectStore):
             yield f
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        atomic_write(self._path(key), data)
+        with self._writing(key, len(data)):
+            atomic_write(self._path(key), data)
 
     def upload_file(self, key: str, path: Path, on_bytes: OnBytes) -> None:
         dst = self._path(key)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.")
-        os.close(fd)
-        try:
-            shutil.copyfile(path, tmp)
-            os.replace(tmp, dst)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        on_bytes(path.stat().st_size)
+        size = path.stat().st_size
+        with self._writing(key, size):
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.")
+            os.close(fd)
+            try:
+                shutil.copyfile(path, tmp)
+                os.replace(tmp, dst)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+        on_bytes(size)
+
+    def _writing(self, key: str, size: int):
+        return disk_space(f"writing {key} to the remote", self.root, size)
+
+    def get_versioned(self, key: str) -> Tuple[bytes, str]:
+        data = self.get_bytes(key)
+        return data, hashlib.sha256(data).hexdigest()
+
+    def put_if(self, key: str, data: bytes, version: Optional[str]) -> bool:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.parent / f".{path.name}.lock", "a") as lock:  # one writer at a time, across processes
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                current: Optional[str] = hashlib.sha256(path.read_bytes()).hexdigest()
+            except FileNotFoundError:
+                current = None
+            if current != version:
+                return False
+            self.put_bytes(key, data)
+            return True
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)

@@ -15,8 +15,9 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, Iterable, List, Optional, Set, Tuple
 
-from ..errors import NotFound
-from ..store.manifest import Manifest, check_name
+from ..display import safe
+from ..errors import DisdatError, IntegrityError, NotFound
+from ..store.manifest import Manifest, check_created, check_name, check_uuid
 from .base import ObjectStore
 
 SUCCEEDED = "succeeded"
@@ -72,9 +73,13 @@ class Remote:
             raw = self.store.get_bytes(self.manifest_key(uuid))
         except NotFound:
             raise NotFound(f"bundle {uuid} is not on the remote {self.url} (context {self.context})") from None
-        m = Manifest.from_json(raw)
-        if m.uuid != uuid:
-            raise NotFound(f"remote manifest {self.manifest_key(uuid)} names bundle {m.uuid}")
+        try:
+            m = Manifest.from_json(raw)
+            if m.uuid != uuid:
+                raise IntegrityError(f"field uuid names bundle {m.uuid}, not {uuid}")
+        except IntegrityError as exc:
+            raise IntegrityError(f"the manifest of bundle {uuid} on the remote {self.url} is refused, nothing was "
+                                 f"kept: {exc}") from None
         self._manifests[uuid] = m
         return m
 
@@ -90,6 +95,12 @@ class Remote:
         for key in self.store.list(prefix):
             bundle_name, _, marker = key[len(self.names_prefix()):].partition("/")
             created, _, uuid = marker.rpartition("_")
+            try:  # markers are untrusted: one that is not name/created_uuid is not a version
+                check_name(bundle_name)
+                check_created(created)
+                check_uuid(uuid)
+            except DisdatError:
+                continue
             out.append((bundle_name, created, uuid))
         out.sort(key=lambda v: (v[1], v[2]), reverse=True)
         return out
@@ -101,6 +112,8 @@ class Remote:
                 m = self.manifest(uuid)
             except NotFound:
                 continue  # markers are written after manifests, so this cannot happen; never trust it
+            if m.name != name:
+                continue  # a marker filed under another name than its manifest's: not a version of this name
             if all(m.tags.get(k) == v for k, v in (tags or {}).items()):
                 return m
         with_tags = " with tags " + " ".join(f"{k}:{v}" for k, v in tags.items()) if tags else ""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any, BinaryIO, Dict, Iterator, Optional
+from typing import Any, BinaryIO, Dict, Iterator, List, Optional, Tuple
 
 from .. import config
 from ..errors import NotFound, RemoteError
@@ -61,7 +61,7 @@ def make_session():
 def make_client(workers: int, max_attempts: Optional[int] = None, session=None):
     from botocore.config import Config
 
-    attempts = max_attempts or config.int_setting("disdat", "s3_max_attempts", 5)
+    attempts = max_attempts or config.get("disdat", "s3_max_attempts")
     # botocore's own CRC32 on every body is skipped: every byte is already checked end to end against the
     # sha256 in the manifest (pulls verify, keys are content hashes), and the CRC costs ~10% of a push's CPU.
     cfg = Config(max_pool_connections=workers + 4, connect_timeout=10, read_timeout=120,
@@ -78,6 +78,7 @@ def endpoint_of(client) -> str:
 def s3_errors(bucket: str, endpoint: str, key: str = "") -> Iterator[None]:
     """Turn botocore's exceptions into one line that says what to do."""
     from botocore import exceptions as bx
+    from urllib3 import exceptions as urllib3_errors
 
     try:
         yield
@@ -96,14 +97,20 @@ def s3_errors(bucket: str, endpoint: str, key: str = "") -> Iterator[None]:
                               f"AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE") from None
         raise RemoteError(f"S3 error on s3://{bucket}/{key}: {code} "
                           f"{exc.response.get('Error', {}).get('Message', '')}".rstrip()) from None
-    except (bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ConnectionClosedError) as exc:
+    except (bx.EndpointConnectionError, bx.ConnectTimeoutError) as exc:
         raise RemoteError(f"cannot reach S3 at {endpoint}: is the server up and the endpoint right? ([s3] "
                           f"endpoint_url or AWS_ENDPOINT_URL) ({type(exc).__name__})") from None
+    except (bx.ConnectionClosedError, bx.IncompleteReadError, bx.ResponseStreamingError, bx.ReadTimeoutError,
+            urllib3_errors.HTTPError) as exc:
+        raise RemoteError(f"the connection to S3 at {endpoint} dropped during s3://{bucket}/{key} "
+                          f"({type(exc).__name__}): run the command again (what was verified is kept; the remote "
+                          f"copy is not known to be damaged)") from None
     except bx.BotoCoreError as exc:
         raise RemoteError(f"S3 request failed for s3://{bucket}/{key}: {exc}") from None
 
 
 class S3Store(ObjectStore):
+    leaves_partial_uploads = True
     def __init__(self, bucket: str, prefix: str, workers: int, client=None):
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
@@ -172,8 +179,48 @@ class S3Store(ObjectStore):
 
     def upload_file(self, key: str, path: Path, on_bytes: OnBytes) -> None:
         with self._errors(key):
-            self.manager.upload(str(path), self.bucket, self.prefix + key,
-                                subscribers=[_Progress(on_bytes)]).result()
+            future = self.manager.upload(str(path), self.bucket, self.prefix + key, subscribers=[_Progress(on_bytes)])
+            try:
+                future.result()
+            except BaseException:
+                # A cancelled transfer's multipart upload is aborted by s3transfer's failure cleanup, so an
+                # interrupted or failed push leaves none open on the server (a SIGKILL can: see
+                # remotes.uploads). Wait for that cleanup, but not for ever.
+                future.cancel()
+                with contextlib.suppress(BaseException):
+                    future.result()
+                raise
+
+    def pending_uploads(self, key: str) -> List[Tuple[str, float]]:
+        """(upload id, initiated as epoch seconds) of the multipart uploads of ``key`` still open."""
+        with self._errors(key):
+            response = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=self.prefix + key)
+        return [(u["UploadId"], u["Initiated"].timestamp()) for u in response.get("Uploads", ())
+                if u["Key"] == self.prefix + key]
+
+    def abort_upload(self, key: str, upload_id: str) -> None:
+        with self._errors(key):
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.prefix + key, UploadId=upload_id)
+
+    def get_versioned(self, key: str) -> Tuple[bytes, str]:
+        with self._errors(key):
+            response = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)
+            return response["Body"].read(), response["ETag"]
+
+    def put_if(self, key: str, data: bytes, version: Optional[str]) -> bool:
+        kwargs = {"IfMatch": version} if version else {"IfNoneMatch": "*"}
+        try:
+            with self._errors(key):
+                self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data, **kwargs)
+        except RemoteError as exc:
+            if "PreconditionFailed" in str(exc) or "ConditionalRequestConflict" in str(exc):
+                return False
+            raise
+        return True
+
+    def delete(self, key: str) -> None:
+        with self._errors(key):
+            self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
 
 
 class _Progress:

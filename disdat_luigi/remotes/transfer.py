@@ -20,13 +20,12 @@ Used by ``dsdt push``/``pull``, the Luigi tasks and the container entrypoint. It
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import math
+import os
 import shutil
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Tuple, TypeVar
@@ -34,13 +33,14 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple, TypeVar
 from .. import config
 from ..store.context import Bundle, Context, Staging
 from .download import download_hashed
-from ..errors import DisdatError, IntegrityError, NotFound
-from ..fsutil import sha256_file
+from ..errors import DiskFull, DisdatError, IntegrityError, NotFound
+from ..fsutil import disk_space, require_space, sha256_file
 from ..store.manifest import FileEntry, Manifest
 from .progress import Progress
 from . import Remote, transfer_workers
 from .remote import blob_key, pack_key
 from .s3 import MULTIPART
+from .uploads import abort_orphaned, journaled
 
 MiB = 1024 * 1024
 # Packs of 1-8 MiB: enough of them to keep every worker busy, none so large that one PUT dominates
@@ -59,7 +59,7 @@ class TransferStats:
 
 
 def pack_threshold() -> int:
-    return max(0, config.int_setting("disdat", "pack_threshold", MiB))
+    return config.get("disdat", "pack_threshold")
 
 
 class _Pool:
@@ -141,9 +141,11 @@ def push(ctx: Context, remote: Remote, bundle: Bundle, quiet: bool = False,
     if not bundle.committed:
         raise DisdatError(f"bundle {bundle.name} ({bundle.uuid}) is not committed: `dsdt commit -u {bundle.uuid}` "
                           f"first (only committed bundles are shared)")
+    ctx.check_files_present(bundle)
     m = bundle.manifest
     if remote.has_bundle(m.uuid):
         return TransferStats(reused=len(m.files))
+    abort_orphaned(ctx, remote.store)
     workers = workers or transfer_workers()
     by_sha: Dict[str, Tuple[FileEntry, Path]] = {}
     for rel in sorted(m.files):
@@ -173,7 +175,8 @@ def push(ctx: Context, remote: Remote, bundle: Bundle, quiet: bool = False,
                 remote.store.put_bytes(blob_key(sha), path.read_bytes())
                 progress.add_bytes(entry.size)
             else:
-                remote.store.upload_file(blob_key(sha), path, progress.add_bytes)
+                with journaled(ctx, remote.store, blob_key(sha)):
+                    remote.store.upload_file(blob_key(sha), path, progress.add_bytes)
             progress.add_files()
             with lock:
                 stats.files += 1
@@ -235,18 +238,6 @@ def push(ctx: Context, remote: Remote, bundle: Bundle, quiet: bool = False,
 # pull
 # ---------------------------------------------------------------------------------------------------
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """One pull of a given bundle at a time per context (others wait, then find it done)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def _is_intact(path: Path, entry: FileEntry) -> bool:
     try:
         if path.stat().st_size != entry.size:
@@ -289,11 +280,11 @@ class _Writer:
 
     def _reject(self, sha: str, why: str) -> None:
         raise IntegrityError(f"{self.rels_by_sha[sha][0]} from {self.source} is corrupt ({why}); it was not "
-                             f"kept: the remote copy is damaged, re-push the bundle from a good copy")
+                             f"kept: re-push the bundle from a good copy")
 
     def from_bytes(self, data: memoryview, entry: FileEntry) -> None:
         if len(data) != entry.size:
-            self._reject(entry.sha256, "truncated")
+            self._reject(entry.sha256, f"the object holds {len(data)} of the {entry.size} bytes its manifest says")
         if hashlib.sha256(data).hexdigest() != entry.sha256:
             self._reject(entry.sha256, "sha256 mismatch")
         with open(self.path(entry.sha256), "wb") as out:
@@ -318,6 +309,20 @@ class _Writer:
         self._copies(entry.sha256)
 
 
+def read_exactly(stream, length: int) -> bytes:
+    """``length`` bytes, or fewer only when the object itself ends early. A short read is retried until the
+    stream says end-of-file: botocore checks the object's length there and raises when the connection was
+    dropped, so a dropped connection is never taken for a damaged object."""
+    parts, got = [], 0
+    while got < length:
+        chunk = stream.read(length - got)
+        if not chunk:
+            break
+        parts.append(chunk)
+        got += len(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
 def _pack_runs(entries: List[FileEntry]) -> List[List[FileEntry]]:
     """Entries of one pack, by offset, grouped into runs that one ranged GET can serve."""
     runs: List[List[FileEntry]] = []
@@ -333,20 +338,41 @@ def _pack_runs(entries: List[FileEntry]) -> List[List[FileEntry]]:
 
 def pull(ctx: Context, remote: Remote, uuid: str, quiet: bool = False,
          workers: Optional[int] = None) -> Tuple[Bundle, TransferStats]:
-    """Bring bundle ``uuid`` from the remote into ``ctx`` (files included, verified)."""
+    """Bring bundle ``uuid`` from the remote into ``ctx`` (files included, verified).
+
+    The staging directory ``tmp/pull-<uuid>`` is locked while this process fills it, so a second pull of the
+    same bundle waits and then finds it done. An interrupted pull keeps its verified files for the next one;
+    a full disk removes them (the space is what is missing)."""
     if ctx.has(uuid):
         b = ctx.bundle(uuid)
         return b, TransferStats(reused=len(b.manifest.files))
     m = remote.manifest(uuid)
-    with _locked(ctx.tmp / f"pull-{uuid}.lock"):
-        if ctx.has(uuid):  # another process finished it while we waited
+    needed = sum(e.size for e in m.files.values())
+    what = f"pulling {m.name} ({len(m.files)} files)"
+    require_space(ctx.tmp, needed - _staged_bytes(ctx.tmp / f"pull-{uuid}"), what)
+    staging = ctx.stage(key=f"pull-{uuid}")
+    try:
+        if ctx.has(uuid):  # another process finished it while we waited for the lock
+            staging.abandon()
             b = ctx.bundle(uuid)
             return b, TransferStats(reused=len(b.manifest.files))
-        staging = ctx.stage(key=f"pull-{uuid}")
-        stats = _fetch_files(ctx, remote, m, staging, quiet, workers or transfer_workers())
-        bundle = staging.close(replace(m.without_locations(), committed=True))
-    (ctx.tmp / f"pull-{uuid}.lock").unlink(missing_ok=True)
+        with disk_space(what, ctx.tmp, needed):
+            stats = _fetch_files(ctx, remote, m, staging, quiet, workers or transfer_workers())
+            bundle = staging.close(replace(m.without_locations(), committed=True))
+    except DiskFull:
+        staging.abandon()
+        raise
+    except BaseException:
+        staging.release()
+        raise
     return bundle, stats
+
+
+def _staged_bytes(path: Path) -> int:
+    total = 0
+    for root, _dirs, names in os.walk(path):
+        total += sum(os.lstat(os.path.join(root, n)).st_size for n in names)
+    return total
 
 
 def _fetch_files(ctx: Context, remote: Remote, m: Manifest, staging: Staging, quiet: bool,
@@ -412,7 +438,7 @@ def _fetch_files(ctx: Context, remote: Remote, m: Manifest, staging: Staging, qu
             pool.acquire()
             try:
                 with remote.store.open_range(key, start, length) as stream:
-                    fetched = run, memoryview(stream.read(length)), start
+                    fetched = run, memoryview(read_exactly(stream, length)), start
             except BaseException:
                 pool.window.release()
                 raise

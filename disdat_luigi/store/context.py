@@ -3,22 +3,32 @@
 Every bundle is built in a staging directory on the same filesystem (``tmp/``) and renamed into
 ``objects/<uuid>/`` only when its files and manifest are complete; the index row is written after the
 rename, so a bundle is either fully there or not listed at all. Files are never changed afterwards.
+
+A staging directory is flock'ed by the process building it (``tmp/<key>.lock``). One whose lock is free
+belongs to a process that died (a killed ``dsdt add`` or ``pull``); the next command that stages in this
+context removes it (pulls, which resume, after an hour), and ``dsdt check`` reports and removes the rest.
+Damage (a manifest or file gone, a bad ``remote.json``) is one StoreDamaged line naming the fix.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import IO, Any, Dict, Iterable, List, Optional, Sequence
 
 from . import values
-from ..errors import DisdatError, NotFound
-from ..fsutil import atomic_write, copy_and_hash, sha256_file
+from ..errors import DisdatError, IntegrityError, NotFound, StoreDamaged
+from ..fsutil import atomic_write, copy_and_hash, disk_space, require_space, sha256_file
 from .index import BundleRow, Index
 from .manifest import FileEntry, Manifest, check_name, check_relpath, new_uuid
+
+REPAIR = "run `dsdt check --repair`"
+STALE_PULL_SECONDS = 3600      # an interrupted pull's verified files are kept this long for a resume
+_GRACE_SECONDS = 10            # a staging directory this young may not have taken its lock yet
 
 MANIFEST = "manifest.json"
 FILES = "files"
@@ -60,9 +70,10 @@ class Bundle:
     def path(self, rel: str) -> Path:
         return self.files_dir / rel
 
-    def data(self, load_frames: bool = True) -> Any:
-        """The bundle's value as Python, file items as absolute local paths."""
-        return values.decode(self.manifest.data, self.files_dir, load_frames)
+    def data(self, load_frames: bool = True, mark_text: bool = False) -> Any:
+        """The bundle's value as Python, file items as absolute local paths (``mark_text``: for pipes, see
+        :class:`~disdat_luigi.store.values.DataText`)."""
+        return values.decode(self.manifest.data, self.files_dir, load_frames, mark_text)
 
 
 class Staging:
@@ -70,8 +81,11 @@ class Staging:
 
     def __init__(self, context: "Context", key: Optional[str] = None):
         self.context = context
-        self.dir = context.tmp / (key or f"stage-{new_uuid()}")
+        key = key or f"stage-{new_uuid()}"
+        self.dir = context.tmp / key
         self.files_dir = self.dir / FILES
+        context.sweep_stale()
+        self._lock: Optional[IO] = hold_lock(context.tmp / f"{key}.lock")
         self.files_dir.mkdir(parents=True, exist_ok=True)
         self.entries: Dict[str, FileEntry] = {}
 
@@ -119,11 +133,30 @@ class Staging:
             os.rename(self.dir, final)
         except OSError:
             raise DisdatError(f"bundle {manifest.uuid} already exists in context {self.context.name}") from None
-        self.context.index.insert(manifest)
+        try:
+            self.context.index.insert(manifest)
+        except BaseException:
+            shutil.rmtree(final, ignore_errors=True)  # unlisted files are no bundle: do not leave them behind
+            raise
+        finally:
+            self._unlock(remove_lock_file=True)
         return Bundle(manifest, final)
 
     def abandon(self) -> None:
+        """Remove everything staged so far."""
         shutil.rmtree(self.dir, ignore_errors=True)
+        self._unlock(remove_lock_file=True)
+
+    def release(self) -> None:
+        """Keep what is staged (a pull resumes from it) but let others take over."""
+        self._unlock(remove_lock_file=False)
+
+    def _unlock(self, remove_lock_file: bool) -> None:
+        if self._lock is not None:
+            if remove_lock_file:
+                Path(self._lock.name).unlink(missing_ok=True)
+            release_lock(self._lock)
+            self._lock = None
 
     def __enter__(self) -> "Staging":
         return self
@@ -155,6 +188,41 @@ def _rel_paths(paths: Sequence[Path]) -> List[tuple]:
     return out
 
 
+def hold_lock(path: Path) -> IO:
+    """An exclusive flock on ``path`` (waiting for it): the kernel frees it when this process dies."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    f = open(path, "a")
+    fcntl.flock(f, fcntl.LOCK_EX)
+    return f
+
+
+def release_lock(f: IO) -> None:
+    fcntl.flock(f, fcntl.LOCK_UN)
+    f.close()
+
+
+def lock_is_free(path: Path) -> bool:
+    """Nobody holds the flock on ``path`` (so whoever created it is gone)."""
+    try:
+        with open(path, "a") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            fcntl.flock(f, fcntl.LOCK_UN)
+            return True
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class Leftover:
+    path: Path
+    kind: str       # "staging" (an add or apply), "pull" (resumable) or "trash" (a removal)
+    age: float      # seconds since it was last changed
+    size: int       # bytes
+
+
 class Context:
     def __init__(self, root: Path, name: str):
         self.name = check_name(name, "context name")
@@ -162,13 +230,57 @@ class Context:
         self.objects = root / "objects"
         self.tmp = root / "tmp"
         self._index: Optional[Index] = None
+        self._swept = False
+
+    @property
+    def index_path(self) -> Path:
+        return self.path / "index.sqlite"
 
     @property
     def index(self) -> Index:
         if self._index is None:
             self.tmp.mkdir(parents=True, exist_ok=True)
-            self._index = Index(self.path / "index.sqlite")
+            self._index = Index(self.index_path, create=not self._has_objects())
         return self._index
+
+    def _has_objects(self) -> bool:
+        try:
+            return any(True for _ in os.scandir(self.objects))
+        except FileNotFoundError:
+            return False
+
+    # -- leftovers of killed commands ------------------------------------------------------------------
+    def leftovers(self) -> List[Leftover]:
+        """Staging, pull and trash directories in ``tmp/`` that no live process owns."""
+        out = []
+        try:
+            entries = list(os.scandir(self.tmp))
+        except FileNotFoundError:
+            return []
+        now = time.time()
+        for e in entries:
+            kind = next((k for p, k in (("stage-", "staging"), ("pull-", "pull"), ("trash-", "trash"))
+                         if e.name.startswith(p)), None)
+            if kind is None or not e.is_dir(follow_symlinks=False):
+                continue
+            age = now - e.stat(follow_symlinks=False).st_mtime
+            if age < _GRACE_SECONDS or (kind != "trash" and not lock_is_free(self.tmp / f"{e.name}.lock")):
+                continue
+            out.append(Leftover(Path(e.path), kind, age, _tree_size(Path(e.path))))
+        return out
+
+    def remove_leftover(self, leftover: Leftover) -> None:
+        shutil.rmtree(leftover.path, ignore_errors=True)
+        (self.tmp / f"{leftover.path.name}.lock").unlink(missing_ok=True)
+
+    def sweep_stale(self) -> None:
+        """Remove what killed commands left in ``tmp/`` (once per process; a pull's after an hour)."""
+        if self._swept:
+            return
+        self._swept = True
+        for leftover in self.leftovers():
+            if leftover.kind != "pull" or leftover.age > STALE_PULL_SECONDS:
+                self.remove_leftover(leftover)
 
     def close(self) -> None:
         if self._index is not None:
@@ -178,11 +290,18 @@ class Context:
     # -- remote binding ----------------------------------------------------------------------------
     @property
     def remote(self) -> Optional[RemoteBinding]:
+        path = self.path / "remote.json"
         try:
-            d = json.loads((self.path / "remote.json").read_text())
+            d = json.loads(path.read_text())
+            binding = RemoteBinding(check_name(d["remote_context"], "remote context name"), d["url"])
+            if not isinstance(binding.url, str) or "://" not in binding.url:
+                raise ValueError("no URL")
+            return binding
         except FileNotFoundError:
             return None
-        return RemoteBinding(d["remote_context"], d["url"])
+        except (ValueError, KeyError, TypeError, DisdatError, UnicodeDecodeError):
+            raise StoreDamaged(f"the remote binding of context {self.name} ({path}) is damaged: bind it again with "
+                               f"`dsdt remote REMOTE_CONTEXT URL`") from None
 
     def bind_remote(self, binding: RemoteBinding) -> None:
         atomic_write(self.path / "remote.json", json.dumps(binding.__dict__).encode())
@@ -202,7 +321,10 @@ class Context:
         """A new bundle holding files and directories (kept with their relative paths)."""
         check_name(name)
         sources = _rel_paths([Path(p) for p in paths])
-        with self.stage() as st:
+        needed = sum(src.stat().st_size for src, _ in sources)
+        what = f"adding {name} ({len(sources)} files)"
+        require_space(self.tmp, needed, what)
+        with disk_space(what, self.tmp, needed), self.stage() as st:
             data = [{values.FILE: st.add_file(src, rel)} for src, rel in sources]
             return st.close(Manifest(name=name, tags=dict(tags or {}), presentation="files", data=data,
                                      files=st.entries))
@@ -212,7 +334,7 @@ class Context:
         """A new bundle holding a Python value (files in it are copied in, or adopted from ``staging``)."""
         check_name(name)
         st = staging or self.stage()
-        with st:
+        with disk_space(f"storing bundle {name}", self.tmp), st:
             presentation, data = values.encode(value, st.adopt, st.new_file)
             _drop_unreferenced(st, data)
             manifest = Manifest(name=name, tags=dict(tags or {}), committed=committed,
@@ -259,10 +381,31 @@ class Context:
 
     def _load(self, row: BundleRow) -> Bundle:
         d = self.objects / row.uuid
-        manifest = Manifest.from_json((d / MANIFEST).read_bytes())
+        try:
+            manifest = Manifest.from_json((d / MANIFEST).read_bytes())
+            if manifest.uuid != row.uuid:
+                raise IntegrityError(f"field uuid names bundle {manifest.uuid}")
+        except FileNotFoundError:
+            raise StoreDamaged(f"bundle {row.name} ({row.uuid}) in context {self.name} is damaged: its manifest is "
+                               f"missing; {REPAIR}") from None
+        except IntegrityError as exc:
+            raise StoreDamaged(f"bundle {row.name} ({row.uuid}) in context {self.name} is damaged: {exc}; "
+                               f"{REPAIR}") from None
         # committed state and tags may have changed after the manifest was first written
         manifest = replace(manifest, committed=row.committed, tags=row.tags)
         return Bundle(manifest, d)
+
+    def check_files_present(self, bundle: Bundle) -> None:
+        """Every file of the bundle is there with its recorded size (a stat each: cheap, before a push)."""
+        for rel, entry in bundle.manifest.files.items():
+            try:
+                size = bundle.path(rel).stat().st_size
+            except FileNotFoundError:
+                size = None
+            if size != entry.size:
+                state = "missing" if size is None else f"{size} bytes instead of {entry.size}"
+                raise StoreDamaged(f"bundle {bundle.name} ({bundle.uuid}) in context {self.name} is damaged: file "
+                                   f"{rel} is {state}; {REPAIR}")
 
     # -- changing ------------------------------------------------------------------------------------
     def commit(self, bundle: Bundle, tags: Optional[Dict[str, str]] = None) -> Bundle:
@@ -287,6 +430,17 @@ class Context:
             except FileNotFoundError:
                 continue
             shutil.rmtree(trash, ignore_errors=True)
+
+
+def _tree_size(path: Path) -> int:
+    total = 0
+    for root, _dirs, names in os.walk(path):
+        for n in names:
+            try:
+                total += os.lstat(os.path.join(root, n)).st_size
+            except OSError:
+                pass
+    return total
 
 
 def _drop_unreferenced(st: Staging, data: Any) -> None:

@@ -4,6 +4,10 @@ The manifests under ``objects/<uuid>/`` are the truth; the index makes lookups b
 processing id, run id and file sha256 cheap. WAL mode and ``BEGIN IMMEDIATE`` let several ``dsdt``
 processes write to one context at the same time: writers queue on the lock (up to ``timeout``) instead
 of failing.
+
+An index is created only when asked (a new context, or ``dsdt check --repair`` rebuilding it from the
+manifests). A missing, empty or unreadable index file is reported as damage, never silently replaced by an
+empty one: that would make every bundle vanish from ``dsdt ls``.
 """
 from __future__ import annotations
 
@@ -13,7 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence
 
+from ..errors import DisdatError, StoreDamaged
+from ..fsutil import is_disk_full
 from .manifest import Manifest
+
+REPAIR = "run `dsdt check --repair` to rebuild it from the bundles on disk"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS bundles (
@@ -52,28 +60,56 @@ class BundleRow:
     tags: Dict[str, str]
 
 
+@contextmanager
+def _sqlite_errors(path: Path) -> Iterator[None]:
+    """SQLite's failures as one line: a damaged file, a full disk, a lock held too long."""
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        if is_disk_full(exc):
+            raise  # the command's own disk_space() says what it was writing
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise DisdatError(f"the index {path} stayed locked by another dsdt process: try again") from None
+        raise StoreDamaged(f"the index {path} is damaged ({exc}): {REPAIR}") from None
+
+
 class Index:
-    def __init__(self, path: Path, timeout: float = 60.0):
-        self._db = sqlite3.connect(str(path), timeout=timeout, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        with self._write() as db:
-            for statement in filter(str.strip, _SCHEMA.split(";")):
-                db.execute(statement)
+    def __init__(self, path: Path, timeout: float = 60.0, create: bool = False):
+        """Open the index at ``path``; ``create`` makes a new one when there is none (and only then)."""
+        self.path = path
+        fresh = not path.exists() or path.stat().st_size == 0
+        if fresh and not create:
+            raise StoreDamaged(f"the index {path} is {'empty' if path.exists() else 'missing'}: {REPAIR}")
+        with _sqlite_errors(path):
+            self._db = sqlite3.connect(str(path), timeout=timeout, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            if fresh:
+                with self._write() as db:
+                    for statement in filter(str.strip, _SCHEMA.split(";")):
+                        db.execute(statement)
+            elif self._db.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN "
+                                  "('bundles', 'tags', 'files')").fetchone()[0] != 3:
+                raise StoreDamaged(f"the index {path} lacks its tables: {REPAIR}")
 
     def close(self) -> None:
         self._db.close()
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        with _sqlite_errors(self.path):
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _read(self, sql: str, args: Sequence = ()) -> list:
+        with _sqlite_errors(self.path):
+            return self._db.execute(sql, args).fetchall()
 
     # -- writes ------------------------------------------------------------------------------------
     def insert(self, m: Manifest) -> None:
@@ -103,13 +139,12 @@ class Index:
               limit: Optional[int] = None) -> List[BundleRow]:
         sql = (f"SELECT b.uuid, b.name, b.created, b.committed FROM bundles b WHERE {where} ORDER BY {order}"
                + (f" LIMIT {int(limit)}" if limit else ""))
-        rows = self._db.execute(sql, args).fetchall()
+        rows = self._read(sql, args)
         if not rows:
             return []
         marks = ",".join("?" * len(rows))
         tags: Dict[str, Dict[str, str]] = {}
-        for u, k, v in self._db.execute(f"SELECT uuid, key, value FROM tags WHERE uuid IN ({marks})",
-                                        [r[0] for r in rows]):
+        for u, k, v in self._read(f"SELECT uuid, key, value FROM tags WHERE uuid IN ({marks})", [r[0] for r in rows]):
             tags.setdefault(u, {})[k] = v
         return [BundleRow(u, n, c, bool(cm), tags.get(u, {})) for u, n, c, cm in rows]
 
@@ -157,6 +192,6 @@ class Index:
         for i in range(0, len(shas), 500):  # SQLite's bound-parameter limit
             batch = shas[i:i + 500]
             sql = f"SELECT sha256, uuid, relpath FROM files WHERE sha256 IN ({','.join('?' * len(batch))})"
-            for sha, uuid, rel in self._db.execute(sql, batch):
+            for sha, uuid, rel in self._read(sql, batch):
                 found[sha] = (uuid, rel)
         return found

@@ -5,6 +5,11 @@ Files are stored as ``{"$file": "relative/path"}`` and come back as absolute loc
 DataFrame is stored as a file (``{"$frame": ...}``, JSON table schema, so dtypes survive) and comes back as
 a DataFrame. A str is a file only when it is an absolute path to an existing file (Disdat's rule); a
 ``luigi.LocalTarget`` or ``pathlib.Path`` is always a file.
+
+Strings a pipe receives from a bundle's data are :class:`DataText` (``decode(mark_text=True)``): they stay
+strings when the pipe returns them, even when they name an existing file. Otherwise an input bundle (from a shared remote, so untrusted) holding
+the text ``/proc/self/environ`` or ``~/.aws/credentials`` spelled out, passed through by a pipe, would copy
+that file into a new bundle and publish it.
 """
 from __future__ import annotations
 
@@ -20,6 +25,12 @@ FRAME = "$frame"
 
 Adopt = Callable[[Path], str]           # put a file into the bundle; returns its relative path
 NewFile = Callable[[str], Path]         # a fresh path inside the bundle for a generated file
+
+
+class DataText(str):
+    """A str read from a bundle's data: never taken for a file path when stored again."""
+
+    __slots__ = ()
 
 
 def _is_dataframe(value: Any) -> bool:
@@ -39,6 +50,8 @@ def encode(value: Any, adopt: Adopt, new_file: NewFile) -> Tuple[str, Any]:
     def enc(v: Any) -> Any:
         if v is None or isinstance(v, (bool, int, float)):
             return v
+        if isinstance(v, DataText):
+            return str(v)
         if isinstance(v, str):
             return {FILE: adopt(Path(v))} if os.path.isabs(v) and os.path.isfile(v) else v
         if isinstance(v, os.PathLike) or _target_path(v) is not None:
@@ -50,6 +63,9 @@ def encode(value: Any, adopt: Adopt, new_file: NewFile) -> Tuple[str, Any]:
             bad = [k for k in v if not isinstance(k, str)]
             if bad:
                 raise DisdatError(f"a bundle can hold dicts with str keys only, got key {bad[0]!r}")
+            if _is_ref(v, FILE) or _is_ref(v, FRAME):
+                raise DisdatError(f"a dict whose only key is {next(iter(v))!r} is reserved for files in a bundle: "
+                                  f"add another key or rename it")
             return {k: enc(x) for k, x in v.items()}
         if isinstance(v, (list, tuple)):
             return [enc(x) for x in v]
@@ -82,8 +98,9 @@ def presentation_of(data: Any) -> str:
     return "scalar"
 
 
-def decode(data: Any, files_root: Path, load_frames: bool = True) -> Any:
-    """The Python value of ``data``: file refs as absolute paths under ``files_root``, frames loaded."""
+def decode(data: Any, files_root: Path, load_frames: bool = True, mark_text: bool = False) -> Any:
+    """The Python value of ``data``: file refs as absolute paths under ``files_root``, frames loaded, and
+    strings as :class:`DataText` with ``mark_text`` (what pipes receive)."""
     if _is_ref(data, FILE):
         return str(files_root / data[FILE])
     if _is_ref(data, FRAME):
@@ -94,10 +111,10 @@ def decode(data: Any, files_root: Path, load_frames: bool = True) -> Any:
 
         return pandas.read_json(path, orient="table")
     if isinstance(data, dict):
-        return {k: decode(v, files_root, load_frames) for k, v in data.items()}
+        return {k: decode(v, files_root, load_frames, mark_text) for k, v in data.items()}
     if isinstance(data, list):
-        return [decode(v, files_root, load_frames) for v in data]
-    return data
+        return [decode(v, files_root, load_frames, mark_text) for v in data]
+    return DataText(data) if mark_text and isinstance(data, str) else data
 
 
 def file_refs(data: Any) -> list[str]:
