@@ -25,5 +25,20 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'disdat_luigi' has no attribute {name!r}")
 
 
+def _luigi_defaults() -> None:
+    """``luigi --module disdat_luigi RunPipe ...`` exits non-zero when a task fails, even where the user's
+    luigi.cfg has no [retcode] section (luigi's own defaults exit 0). Luigi imports the module before it
+    reads [retcode], so defaults set here count; a [retcode] the user wrote wins."""
+    import luigi.configuration
+
+    cfg = luigi.configuration.get_config()
+    for key, code in (("already_running", 10), ("missing_data", 20), ("not_run", 25), ("task_failed", 30),
+                      ("scheduling_error", 35), ("unhandled_exception", 40)):
+        if not cfg.has_option("retcode", key):
+            cfg.set("retcode", key, str(code))
+
+
 if "luigi" in sys.modules:
     from .chain import tasks as _tasks  # noqa: F401  (registers RunPipe, PushInput, ExecuteContainer, PullOutput)
+
+    _luigi_defaults()

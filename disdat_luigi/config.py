@@ -127,7 +127,8 @@ def _choice(*options: str) -> Callable[[str], str]:
     return parse
 
 
-_NETWORK = re.compile(r"^(default|bridge|host|none|container:[A-Za-z0-9][A-Za-z0-9_.-]*|[A-Za-z0-9][A-Za-z0-9_.-]{0,63})$")
+_NETWORK = re.compile(r"^(default|bridge|host|none|container:[A-Za-z0-9][A-Za-z0-9_.-]*"
+                      r"|[A-Za-z0-9][A-Za-z0-9_.-]{0,63})$")
 
 
 def _network_mode(text: str) -> str:

@@ -246,5 +246,5 @@ def docker_containers(**labels):
     import docker
 
     client = docker.from_env()
-    filters = {"label": [f"{k}={v}" for k, v in labels.items()] or ["disdat.run_id"]}
+    filters = {"label": [f"{k}={v}" for k, v in labels.items()] or ["disdat.node_id"]}
     return client.containers.list(all=True, filters=filters)

@@ -371,8 +371,8 @@ def test_large_blob_in_parallel_ranges_is_verified(home, bound, cli, tmp_path, m
 
 
 def test_luigi_targets_follow_remote_and_local_state(home, bound, cli, tmp_path):
-    from disdat_luigi.remotes.remote import SUCCEEDED
-    from disdat_luigi.chain.targets import LocalRunOutputTarget, RemoteBundleTarget, RunRecordTarget
+    from disdat_luigi.chain.targets import LocalBundleTarget, RemoteBundleTarget, RunRecordTarget
+    from disdat_luigi.remotes.runs import RunRecord, RunStore
 
     uuid = _added(cli, "t", _files(tmp_path / "d", {"x": b"1"}))
     target = RemoteBundleTarget("test", uuid)
@@ -381,19 +381,22 @@ def test_luigi_targets_follow_remote_and_local_state(home, bound, cli, tmp_path)
     assert cli("push", "t").code == 0
     assert target.exists()
 
-    run = RunRecordTarget("test", "0123456789abcdef0123456789abcdef")
+    node = "0123456789abcdef0123456789abcdef"
+    run = RunRecordTarget("test", node)
     assert not run.exists()
-    remote = _remote(bound)
-    remote.write_run_record("0123456789abcdef0123456789abcdef", {"status": "failed", "error": "boom"})
-    assert not run.exists() and run.record()["error"] == "boom"
-    remote.write_run_record("0123456789abcdef0123456789abcdef", {"status": SUCCEEDED, "output_uuid": uuid})
-    assert run.exists()
-    remote.close()
+    record = RunRecord(node_id=node, run_id=node, status="running", pipe_cls="m.P", params={}, bundle_name="t",
+                       backend="Local", image="sha256:x", started="2026-01-01T00:00:00.000000Z")
+    with _remote(bound) as remote:
+        runs = RunStore(remote)
+        runs.write(record.finished("failed", "boom"))
+        assert not run.exists() and run.record().error == "boom"
+        runs.write(record.finished("succeeded", output_uuid=uuid))
+        assert run.exists()
 
-    local = LocalRunOutputTarget("test", "0123456789abcdef0123456789abcdef")
+    local = LocalBundleTarget("test", node)
     assert not local.exists()
     ctx = home.context()
-    ctx.add_value("out", 1, lineage={"run_id": "0123456789abcdef0123456789abcdef"})
+    ctx.add_value("out", 1, lineage={"processing_id": node})
     assert local.exists() and local.bundle().name == "out"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -66,12 +67,11 @@ def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _run_record(url, run_id):
-    remote = open_remote(url, "shared")
-    try:
-        return remote.run_record(run_id)
-    finally:
-        remote.close()
+def _run_record(url, node_id):
+    from disdat_luigi.remotes.runs import RunStore
+
+    with open_remote(url, "shared") as remote:
+        return RunStore(remote).record(node_id)
 
 
 def test_run_pushes_runs_and_pulls(home, bound, texts):
@@ -86,10 +86,10 @@ def test_run_pushes_runs_and_pulls(home, bound, texts):
     assert lineage["pipe"] == "wordcount.WordCount" and lineage["params"] == {"min_len": "3", "top": "2"}
     assert lineage["inputs"] == {"pipeline_input": texts} and lineage["image_id"].startswith("sha256:")
     record = _run_record(bound, lineage["run_id"])
-    assert record["status"] == "succeeded" and record["output_uuid"] == b.uuid
+    assert record.status == "succeeded" and record.output_uuid == b.uuid
     assert f"context/shared/bundles/{texts}.json" in _remote_keys(bound)  # the input was pushed
     assert docker_containers() == []  # removed after the run
-    assert "[wordcount.WordCount] counted 10 words" in r.err  # container logs streamed into the task log
+    assert re.search(r"\[wordcount\.WordCount [0-9a-f]{12}\] counted 10 words", r.err)  # streamed into the task log
 
 
 def test_rerun_is_a_noop_and_force_runs_again(home, bound, texts):
@@ -150,7 +150,7 @@ def test_a_failing_pipe_fails_the_run_and_leaves_nothing(home, bound, texts):
     assert home.context().find(["bad"]) == []
     assert not any("/names/bad/" in k for k in _remote_keys(bound))
     runs = [k for k in _remote_keys(bound) if "/runs/" in k]
-    assert len(runs) == 1 and _run_record(bound, Path(runs[0]).stem)["status"] == "failed"
+    assert len(runs) == 1 and _run_record(bound, Path(runs[0]).stem).status == "failed"
     assert docker_containers() == []
 
 
@@ -252,19 +252,25 @@ def test_network_mode_setting(home, file_bound, file_texts, pipe_root, test_pipe
     assert home.context().latest("env").data()["interfaces"] == ["lo"]
 
 
-def test_session_token_gives_only_temporary_credentials(home, file_bound, file_texts, pipe_root,
+def test_session_token_gives_only_temporary_credentials(home, cli, tmp_path, pipes_image, pipe_root,
                                                         test_pipes_image, moto_url, monkeypatch):
-    """STS is AWS's: moto's server stands in for it (the only mocked service here). A file:// remote,
-    because SeaweedFS would refuse credentials that moto issued."""
+    """STS is AWS's: moto's server stands in for it and for S3 (the only mocked services here). moto's S3 is
+    the remote, because SeaweedFS would refuse credentials that moto issued."""
+    import boto3
+
     pipe_root(TEST_PIPES)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAHOSTLONGTERMKEY0")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "host-long-term-secret")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ENDPOINT_URL_STS", moto_url)
-    assert _run("--use-aws-session-token", "900", "-", "env", "envcheck.Environment").code == 0
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
+    boto3.client("s3").create_bucket(Bucket="sts-remote")
+    assert cli("remote", "shared", "s3://sts-remote/r").code == 0
+    r = _run("--use-aws-session-token", "900", "-", "env", "envcheck.Environment")
+    assert r.code == 0, r.err
     env = home.context().latest("env").data()
     assert env["access_key_id"] not in (None, "AKIAHOSTLONGTERMKEY0")
     assert env["secret_sha256"] != _sha("host-long-term-secret") and env["has_session_token"]
+    assert "host-long-term-secret" not in r.err + r.out
 
 
 def test_central_scheduler_shows_every_step(home, file_bound, file_texts, luigid_url, tmp_path, monkeypatch):
@@ -283,7 +289,8 @@ def test_central_scheduler_shows_every_step(home, file_bound, file_texts, luigid
     execute = next(t for t in tasks.values() if t["name"] == "ExecuteContainer" and
                    t["params"]["output_bundle"] == "central")
     assert execute["params"]["pipe_cls"] == "wordcount.WordCount"
-    assert execute["status_message"].startswith("wordcount.WordCount: ")  # the container's latest log line
+    counts = home.context().latest("central")
+    assert execute["status_message"] == f"node {execute['params']['node_id'][:12]} succeeded: central {counts.uuid}"
     assert not any("SECRET" in k.upper() or "TOKEN" in str(v) for t in tasks.values() for k, v in t["params"].items()
                    if k != "session_token_seconds")
 

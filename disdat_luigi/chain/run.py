@@ -1,134 +1,154 @@
-"""Planning and running one containerized run: what ``dsdt run`` and RunPipe share.
+"""``dsdt run``: plan (one-line errors), then the run's Luigi graph, on the local or a central scheduler.
 
-:func:`plan_run` turns what the user typed (names, tags, a pipe class, parameters) into exact identities
-(input uuid, image id, canonical parameters) and the run id, checking everything that can be checked
-before anything is pushed or started: context, remote, pipe class, parameters, image (present and built
-from the code on disk), input (present, committed, on the remote with --no-push-input).
-
-``run_id`` = hash(pipe class, parameters, input uuid, image id, output name, output tags): the same inputs
-and code make the same run, which is already complete; ``--force`` adds a nonce.
+Workers (``--workers``, ``[run] workers``) run independent nodes at the same time. Under a central
+scheduler (``--scheduler-url``, or ``[run] local_scheduler = false`` with luigi's ``[core]`` scheduler
+settings) the scheduler is checked before anything is pushed, and the worker stays alive while another
+client runs nodes of the same graph, so that an identical run started twice attaches to the first one
+instead of failing. The error line of a failed run comes from the scheduler itself (the reason each failed
+task gave through Luigi's failure path), so it is the same with one worker or many.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
-import uuid as uuidlib
-from dataclasses import asdict, dataclass
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
 import luigi
 
 from .. import config
-from ..containers.backend import backend_name, get_backend
-from ..store.context import Bundle, Context
-from ..errors import DisdatError, NotFound
+from ..errors import DisdatError
 from ..store.home import Home
-from ..store.manifest import check_name
+from .plan import RunPlan
 
 
 @dataclass(frozen=True)
-class RunPlan:
-    context: str
-    pipe_cls: str
-    pipe_params: str            # canonical JSON: every parameter as a Luigi string
-    input_uuid: str             # "" when the pipe has no input
+class RunOptions:
+    input_bundle: Optional[str]
     output_bundle: str
-    output_tags: Dict[str, str]
-    image: str                  # image id
-    backend: str
-    run_id: str
-    push_input: bool
-    session_token_seconds: int
-
-    def task_params(self) -> dict:
-        """The parameters of ExecuteContainer and PullOutput."""
-        return asdict(self)
-
-
-def make_run_id(pipe_cls: str, pipe_params: str, input_uuid: str, image_id: str, output_bundle: str,
-                output_tags: Dict[str, str], nonce: str = "") -> str:
-    key = json.dumps([pipe_cls, json.loads(pipe_params), input_uuid, image_id, output_bundle,
-                      sorted(output_tags.items()), nonce])
-    return hashlib.sha256(key.encode()).hexdigest()[:32]
+    pipe_cls: str
+    pipe_args: Sequence[str] = ()
+    pipe_params: Optional[Dict[str, object]] = None   # instead of pipe_args (the Python API)
+    backend: str = ""
+    input_tags: Optional[Dict[str, str]] = None
+    output_tags: Optional[Dict[str, str]] = None
+    force: bool = False
+    push_input: bool = True
+    session_token_seconds: int = 0
+    pull_intermediates: bool = False
+    workers: Optional[int] = None
+    scheduler_url: Optional[str] = None
+    context: Optional[str] = None
 
 
-def _resolve_input(ctx: Context, name: Optional[str], tags: Dict[str, str], push_input: bool) -> str:
-    if name is None:
-        if tags:
-            raise DisdatError("input tags (-it) need an input bundle, not -")
-        return ""
-    if push_input:
-        bundle: Bundle = ctx.latest(name, tags)
-        if not bundle.committed:
-            raise DisdatError(f"input {name} ({bundle.uuid}) is not committed: `dsdt commit -u {bundle.uuid}` "
-                              f"first (runs push their input)")
-        return bundle.uuid
-    from ..remotes import remote_of
-
-    with remote_of(ctx) as remote:
-        if ctx.index.latest(name, tags) is not None:
-            uuid = ctx.latest(name, tags).uuid
-            if not remote.has_bundle(uuid):
-                raise NotFound(f"input {name} ({uuid}) is not on the remote {remote.url}: push it (`dsdt push "
-                               f"{name}`) or drop --no-push-input")
-            return uuid
-        return remote.latest(name, tags).uuid
+def scheduler_url(explicit: Optional[str]) -> Optional[str]:
+    """The central scheduler to use, or None for the local one."""
+    if explicit:
+        return explicit.rstrip("/")
+    if config.get("run", "local_scheduler"):
+        return None
+    core = config.get_config()
+    host = core.get("core", "scheduler_host", fallback="localhost")
+    port = core.get("core", "scheduler_port", fallback="8082")
+    return core.get("core", "scheduler_url", fallback="") or f"http://{host}:{port}"
 
 
-def plan_run(*, context: Optional[str], input_bundle: Optional[str], output_bundle: str, pipe_cls: str,
-             pipe_params: str, backend: str, input_tags: Dict[str, str], output_tags: Dict[str, str], force: bool,
-             push_input: bool, session_token_seconds: int) -> RunPlan:
-    from ..containers.dockerize import resolve_image
-    from ..pipe.loader import canonical_params, load_pipe_class, params_from_json
-
-    ctx = Home().context(context)
-    check_name(output_bundle)
-    ctx.require_remote()
-    backend = get_backend(backend_name(backend)).name  # an unavailable backend fails here, before any push
-    root = config.pipe_root()
-    cls = load_pipe_class(pipe_cls, root)
-    canonical = canonical_params(cls, params_from_json(cls, pipe_params))
-    image = resolve_image(cls.__module__, root)
-    input_uuid = _resolve_input(ctx, input_bundle, input_tags, push_input)
-    nonce = uuidlib.uuid4().hex if force else ""
-    run_id = make_run_id(pipe_cls, canonical, input_uuid, image.id, output_bundle, output_tags, nonce)
-    return RunPlan(context=ctx.name, pipe_cls=pipe_cls, pipe_params=canonical, input_uuid=input_uuid,
-                   output_bundle=output_bundle, output_tags=dict(output_tags), image=image.id, backend=backend,
-                   run_id=run_id, push_input=push_input, session_token_seconds=session_token_seconds)
+def check_scheduler(url: str) -> None:
+    """One line, before anything is pushed, when the central scheduler does not answer."""
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise DisdatError(f"scheduler URL {url!r} is not an http(s) URL, e.g. http://127.0.0.1:8082")
+    query = urllib.parse.quote(json.dumps({"status": "RUNNING", "upstream_status": "", "search": "-"}))
+    try:
+        with urllib.request.urlopen(f"{url}/api/task_list?data={query}", timeout=5) as response:
+            json.loads(response.read())
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise DisdatError(f"the Luigi scheduler at {url} does not answer ({reason}): start luigid, or fix "
+                          f"--scheduler-url / [core] scheduler_host and scheduler_port") from None
 
 
-_failures: List[BaseException] = []
-
-
-@luigi.Task.event_handler(luigi.Event.FAILURE)
-def _remember_failure(task: luigi.Task, exception: BaseException) -> None:
-    """The failure to report in dsdt run's one error line."""
-    _failures.append(exception)
-
-
-def run(*, input_bundle: Optional[str], output_bundle: str, pipe_cls: str, pipe_args: Sequence[str],
-        backend: Optional[str], input_tags: Dict[str, str], output_tags: Dict[str, str], force: bool,
-        push_input: bool, session_token_seconds: int) -> int:
-    """``dsdt run``: plan (one-line errors), then the RunPipe chain on the local or central scheduler."""
-    from ..pipe.loader import canonical_params, load_pipe_class, parse_pipe_args
+def make_task(options: RunOptions):
+    """The RunPipe of these options (its plan computed: every check done)."""
+    from ..pipe.loader import load_pipe_class, parse_pipe_args
     from .tasks import RunPipe
 
-    cls = load_pipe_class(pipe_cls, config.pipe_root())
-    task = RunPipe(input_bundle=input_bundle or "-", output_bundle=output_bundle, pipe_cls=pipe_cls,
-                   pipe_params=canonical_params(cls, parse_pipe_args(cls, pipe_args)), backend=backend or "",
-                   input_tags=input_tags, output_tags=output_tags, force=force, no_push_input=not push_input,
-                   use_aws_session_token=session_token_seconds)
-    plan = task.plan()
-    print(f"run {plan.run_id}: {pipe_cls} on {plan.backend}, image {plan.image[:19]}", file=sys.stderr)
+    if options.pipe_params is not None:
+        params_json = json.dumps(options.pipe_params)
+    else:  # Luigi's command-line form, serialized by each parameter (as RunPipe --pipe-params takes it)
+        cls = load_pipe_class(options.pipe_cls, config.pipe_root())
+        params = dict(cls.get_params())
+        values = parse_pipe_args(cls, options.pipe_args)
+        params_json = json.dumps({name: params[name].serialize(v) for name, v in values.items()})
+    task = RunPipe(input_bundle=options.input_bundle or "-", output_bundle=options.output_bundle,
+                   pipe_cls=options.pipe_cls, pipe_params=params_json, backend=options.backend or "",
+                   input_tags=dict(options.input_tags or {}), output_tags=dict(options.output_tags or {}),
+                   force=options.force, no_push_input=not options.push_input,
+                   pull_intermediates=options.pull_intermediates,
+                   use_aws_session_token=options.session_token_seconds, context=options.context or "")
+    task.plan()
+    return task
 
-    _failures.clear()
-    local = config.get("run", "local_scheduler")
-    result = luigi.build([task], local_scheduler=local, workers=1, detailed_summary=True,
-                         log_level=config.get_config().get("core", "log_level", fallback="INFO"))
-    if result.status not in (luigi.LuigiStatusCode.SUCCESS, luigi.LuigiStatusCode.SUCCESS_WITH_RETRY):
-        reason = str(_failures[-1]).splitlines()[0] if _failures else result.status.value[1]
-        raise DisdatError(f"the run failed: {reason}")
-    bundle = task.output().bundle()
-    print(f"{bundle.name} {bundle.uuid} is in context {plan.context} (`dsdt cat {bundle.name}`)")
-    return 0
+
+def _graph_tasks(root: luigi.Task) -> List[luigi.Task]:
+    seen: Dict[str, luigi.Task] = {}
+    stack = [root]
+    while stack:
+        task = stack.pop()
+        if task.task_id in seen:
+            continue
+        seen[task.task_id] = task
+        stack.extend(luigi.task.flatten(task.requires()))
+    return list(seen.values())
+
+
+def failure_reasons(result, root: luigi.Task) -> List[str]:
+    """The reasons the failed tasks of this run gave, as the scheduler holds them (Luigi's failure path)."""
+    scheduler = result.worker._scheduler  # the local or remote scheduler the build used
+    ours = {t.task_id for t in _graph_tasks(root)}
+    failed = [task_id for task_id in scheduler.task_list("FAILED", "") if task_id in ours]
+    reasons = []
+    for task_id in failed:
+        error = (scheduler.fetch_error(task_id) or {}).get("error") or ""
+        try:
+            error = json.loads(error)  # the worker sends on_failure's text JSON-encoded
+        except ValueError:
+            pass
+        reasons.append(str(error).strip() or f"{task_id} failed")
+    return reasons
+
+
+def build(task, workers: int, url: Optional[str]):
+    """luigi.build of the run's graph (central scheduler: the worker waits for nodes others run)."""
+    if url:
+        luigi.configuration.get_config().set("worker", "keep_alive", "true")
+        luigi.configuration.get_config().set("worker", "wait_interval", "1")
+    kwargs = dict(local_scheduler=True) if url is None else dict(scheduler_url=url)
+    return luigi.build([task], workers=workers, detailed_summary=True,
+                       log_level=config.get_config().get("core", "log_level", fallback="INFO"), **kwargs)
+
+
+def run(options: RunOptions) -> RunPlan:
+    """``dsdt run``: returns the plan of the run, whose root output is then in the local context."""
+    url = scheduler_url(options.scheduler_url)
+    if url:
+        check_scheduler(url)
+    task = make_task(options)
+    plan = task.plan()
+    n = len(plan.nodes)
+    print(f"run {plan.run_id}: {options.pipe_cls} ({n} node{'s' if n != 1 else ''}) on {plan.backend}, image "
+          f"{plan.root.image_id[:19]}" + (f", scheduler {url}" if url else ""), file=sys.stderr)
+    workers = options.workers or config.get("run", "workers")
+    result = build(task, workers, url)
+    if not task.complete():
+        reasons = failure_reasons(result, task)
+        first = reasons[0].splitlines()[0] if reasons else f"the run did not complete ({result.status.value[1]})"
+        raise DisdatError(f"the run failed: {first}")
+    return plan
+
+
+def output_bundle(plan: RunPlan):
+    return Home().context(plan.context).by_processing_id(plan.run_id)

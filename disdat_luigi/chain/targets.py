@@ -1,8 +1,8 @@
-"""Luigi targets over bundles and run records: what makes each step of the run chain complete.
+"""Luigi targets over bundles and run records: what makes each step of a run complete.
 
 * :class:`RemoteBundleTarget` -- bundle UUID is complete on the remote (its manifest is there);
-* :class:`RunRecordTarget` -- run RUN_ID succeeded (its run record says so);
-* :class:`LocalRunOutputTarget` -- the output of run RUN_ID is in the local context.
+* :class:`RunRecordTarget` -- node NODE_ID succeeded (its run record on the remote says so);
+* :class:`LocalBundleTarget` -- the bundle with processing id NODE_ID is in the local context.
 
 The remote targets work on ``s3://`` and ``file://`` alike through the project's object stores rather than
 ``luigi.contrib.s3.S3Target``: one client and credential chain for transfers and completion checks, the same
@@ -16,9 +16,10 @@ from typing import Optional
 
 import luigi
 
+from ..remotes import Remote, remote_of
+from ..remotes.runs import RunRecord, RunStore
 from ..store.context import Bundle, Context
 from ..store.home import Home
-from ..remotes import Remote, remote_of
 
 
 def _context(name: str) -> Context:
@@ -63,32 +64,32 @@ class RemoteBundleTarget(_RemoteTarget):
 
 
 class RunRecordTarget(_RemoteTarget):
-    """Run ``run_id`` has a run record with status ``succeeded`` on the remote."""
+    """Node ``node_id`` has a run record with status ``succeeded`` on the remote."""
 
-    def __init__(self, context: str, run_id: str):
+    def __init__(self, context: str, node_id: str):
         super().__init__(context)
-        self.run_id = run_id
+        self.node_id = node_id
 
     def _key(self, remote: Remote) -> str:
-        return remote.run_key(self.run_id)
+        return RunStore(remote).record_key(self.node_id)
 
     def _check(self, remote: Remote) -> bool:
-        return remote.run_succeeded(self.run_id)
+        return RunStore(remote).succeeded(self.node_id)
 
-    def record(self) -> Optional[dict]:
+    def record(self) -> Optional[RunRecord]:
         with self._remote() as remote:
-            return remote.run_record(self.run_id)
+            return RunStore(remote).record(self.node_id)
 
 
-class LocalRunOutputTarget(luigi.Target):
-    """The output bundle of run ``run_id`` is in local context ``context``."""
+class LocalBundleTarget(luigi.Target):
+    """The output of node ``node_id`` (the bundle with that processing id) is in local context ``context``."""
 
-    def __init__(self, context: str, run_id: str):
+    def __init__(self, context: str, node_id: str):
         self.context = context
-        self.run_id = run_id
+        self.node_id = node_id
 
     def bundle(self) -> Optional[Bundle]:
-        return _context(self.context).by_run_id(self.run_id)
+        return _context(self.context).by_processing_id(self.node_id)
 
     def exists(self) -> bool:
         return self.bundle() is not None

@@ -1,48 +1,70 @@
-"""The run chain as Luigi tasks::
+"""A run as a Luigi graph: one container node per pipe instance, between pushing the input and pulling the
+output::
 
-    PushInput -> ExecuteContainer -> PullOutput        (RunPipe wraps the chain)
+    PushInput ----------------> ExecuteContainer(LineStats) --+
+        \\                                                     +--> ExecuteContainer(TextReport) -> PullOutput
+         +--------------------> ExecuteContainer(WordCount) --+          (RunPipe wraps the graph)
 
-Each step is complete when its target exists: the input's manifest on the remote, the run record with
-status ``succeeded``, the run's output bundle in the local context. So an identical run is a no-op, the
-central scheduler shows every step, and ``luigi --module disdat_luigi RunPipe ...`` works like ``dsdt run``.
-Credentials are never task parameters: the container gets them from the environment at execution time.
+Each task is complete when its target exists: the input's manifest on the remote, the node's run record
+with status ``succeeded``, the root's output bundle in the local context. So Luigi skips what anybody sharing
+the remote already did, runs independent nodes at once (``--workers``), reruns only what failed, and the
+central scheduler shows every node with its pipe class and parameters, a status message, a progress
+percentage and, where the backend has one, a tracking URL.
+
+Every task of a run carries the one :class:`~.plan.RunPlan` as a private parameter (never sent to the
+scheduler); credentials are never parameters. A failure reaches the scheduler through Luigi's own path,
+:meth:`luigi.Task.on_failure`, as the one-line reason (with the container's last log lines).
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
-from typing import Optional
+from typing import Dict, List, Optional
 
 import luigi
-from luigi.util import inherits
+from luigi.parameter import ParameterVisibility
 
-from ..errors import ContainerFailed, DisdatError
+from ..display import safe
+from ..errors import DisdatError
 from ..store.home import Home
-from .targets import LocalRunOutputTarget, RemoteBundleTarget, RunRecordTarget
+from .plan import RunPlan, RunPlanParameter
+from .targets import LocalBundleTarget, RemoteBundleTarget, RunRecordTarget
 
 logger = logging.getLogger("luigi-interface")
 
 
-class _UserErrorsWithoutTraceback(logging.Filter):
-    """A DisdatError in a task is a user error with a one-line message: log the line, not a traceback."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], DisdatError):
-            record.msg = f"{record.getMessage()}: {record.exc_info[1]}"
-            record.args = ()
-            record.exc_info = None
-        return True
+def _plan_parameter() -> RunPlanParameter:
+    return RunPlanParameter(visibility=ParameterVisibility.PRIVATE, significant=False,
+                            description="the run plan (private: never sent to the scheduler)")
 
 
-logger.addFilter(_UserErrorsWithoutTraceback())
+class _Reporting(luigi.Task):
+    """Status messages and progress for the scheduler, at most one message a second (each is an RPC)."""
+
+    _said = 0.0
+
+    def report(self, message: str, percent: Optional[float] = None, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._said >= 1.0:
+            self._said = now
+            self.set_status_message(safe(message)[:300])
+            if percent is not None:
+                self.set_progress_percentage(round(percent, 1))
+
+    def transfer_listener(self, verb: str):
+        def listen(files: int, total_files: int, done: int, total: int) -> None:
+            percent = 100.0 * done / total if total else 100.0 * files / max(1, total_files)
+            self.report(f"{verb} {files}/{total_files} files, {done / 1e6:.1f}/{total / 1e6:.1f} MB", percent)
+        return listen
+
+    def on_failure(self, exception: BaseException) -> str:
+        """The reason the scheduler shows (and ``dsdt run`` prints): one line, then the container's log."""
+        if isinstance(exception, DisdatError):
+            return safe(str(exception), keep_newlines=True)
+        return super().on_failure(exception)
 
 
-def _context(name: str):
-    return Home().context(name)
-
-
-class PushInput(luigi.Task):
+class PushInput(_Reporting):
     """The input bundle is complete on the remote."""
 
     context = luigi.Parameter(description="local context")
@@ -55,10 +77,11 @@ class PushInput(luigi.Task):
         from ..remotes import remote_of
         from ..remotes.transfer import push
 
-        ctx = _context(self.context)
+        ctx = Home().context(self.context)
         with remote_of(ctx) as remote:
             bundle = ctx.bundle(self.input_uuid)
-            stats = push(ctx, remote, bundle, quiet=True)
+            stats = push(ctx, remote, bundle, quiet=True, listener=self.transfer_listener("pushing"))
+        self.report(f"pushed {bundle.name}: {stats.files} files sent, {stats.reused} already there", 100, True)
         logger.info("pushed input %s %s: %d files, %d bytes", bundle.name, bundle.uuid, stats.files, stats.bytes)
 
 
@@ -72,85 +95,98 @@ class InputOnRemote(luigi.ExternalTask):
         return RemoteBundleTarget(self.context, self.input_uuid)
 
 
-class ExecuteContainer(luigi.Task):
-    """The pipe ran in a container and its run record says it succeeded."""
+class ExecuteContainer(_Reporting):
+    """One pipe instance ran in its own container, and its run record says it succeeded."""
 
     context = luigi.Parameter(description="local context (its remote is where the data goes)")
-    pipe_cls = luigi.Parameter(description="module.PipeClass run in the container")
-    pipe_params = luigi.Parameter(default="{}", description="the pipe's parameters (canonical JSON)")
-    input_uuid = luigi.Parameter(default="", description="input bundle uuid ('' for none)")
-    output_bundle = luigi.Parameter()
-    output_tags = luigi.DictParameter(default={})
-    image = luigi.Parameter(description="image id")
-    backend = luigi.Parameter(default="Local")
-    run_id = luigi.Parameter()
-    push_input = luigi.BoolParameter(default=True, significant=False)
-    session_token_seconds = luigi.IntParameter(default=0, significant=False)
+    node_id = luigi.Parameter(description="the node's id: its pipe, parameters, image, input and upstream nodes")
+    pipe_cls = luigi.Parameter(significant=False, description="module.PipeClass run in the container")
+    pipe_params = luigi.DictParameter(significant=False, description="the pipe's parameters (canonical)")
+    output_bundle = luigi.Parameter(significant=False, description="the name of the node's output bundle")
+    backend = luigi.Parameter(significant=False)
+    plan: RunPlan = _plan_parameter()
 
-    def requires(self):
-        if not self.input_uuid:
-            return []
-        task = PushInput if self.push_input else InputOnRemote
-        return task(context=self.context, input_uuid=self.input_uuid)
+    @classmethod
+    def of(cls, plan: RunPlan, node_id: str) -> "ExecuteContainer":
+        spec = plan.node(node_id).spec
+        return cls(context=plan.context, node_id=node_id, pipe_cls=spec.pipe_cls, pipe_params=spec.params,
+                   output_bundle=spec.bundle_name, backend=plan.backend, plan=plan)
+
+    def requires(self) -> Dict[str, luigi.Task]:
+        spec = self.plan.node(self.node_id).spec
+        required: Dict[str, luigi.Task] = {dep: ExecuteContainer.of(self.plan, up) for dep, up in spec.upstream.items()}
+        if self.plan.input_uuid and spec.reads_input:
+            task = PushInput if self.plan.push_input else InputOnRemote
+            required["pipeline_input"] = task(context=self.context, input_uuid=self.plan.input_uuid)
+        return required
 
     def output(self) -> RunRecordTarget:
-        return RunRecordTarget(self.context, self.run_id)
+        return RunRecordTarget(self.context, self.node_id)
 
     def run(self) -> None:
         from ..containers.backend import get_backend
-        from ..containers.launch import container_spec
+        from ..containers.execute import NodeExecution
+        from ..containers.request import credentials_for
+        from ..remotes import remote_of
+        from ..remotes.runs import RunStore
 
-        spec = container_spec(binding=_context(self.context).require_remote(), image=self.image,
-                              pipe_cls=self.pipe_cls, pipe_params=self.pipe_params, input_uuid=self.input_uuid,
-                              output_bundle=self.output_bundle, output_tags=json.dumps(dict(self.output_tags)),
-                              run_id=self.run_id, session_token_seconds=self.session_token_seconds)
-        backend = get_backend(self.backend)
-        self.set_status_message(f"starting {self.pipe_cls} ({backend.name})")
-        try:
-            backend.execute(spec, self._on_line)
-        except ContainerFailed as exc:
-            record = self.output().record() or {}
-            if record.get("status") == "failed":  # the entrypoint said why: lead with that
-                raise ContainerFailed(f"{record.get('error')} ({exc.args[0]})", exc.logs, exc.exit_code) from None
-            raise
-        record = self.output().record() or {}
-        if record.get("status") != "succeeded":
-            raise ContainerFailed(f"the container of run {self.run_id} exited 0 but its run record says "
-                                  f"{record.get('status', 'nothing')}: {record.get('error', '')}")
+        backend = get_backend(self.plan.backend)
+        node = self.plan.node(self.node_id)
+        short = self.node_id[:12]
+        self.report(f"starting node {short} ({self.pipe_cls}) on {backend.name}", force=True)
+        last = {"line": ""}
 
-    _last_status = 0.0
+        def on_line(line: str) -> None:
+            logger.info("[%s %s] %s", self.pipe_cls, short, safe(line))
+            last["line"] = line
+            self.report(f"container {short} running: {line}")
 
-    def _on_line(self, line: str) -> None:
-        logger.info("[%s] %s", self.pipe_cls, line)
-        now = time.monotonic()
-        if now - self._last_status >= 1.0:  # the scheduler does not need every line
-            self._last_status = now
-            self.set_status_message(f"{self.pipe_cls}: {line[:200]}")
+        def on_status(state: str) -> None:
+            self.report(f"container {short} {state}: {last['line']}", force=True)
+
+        def secrets() -> Dict[str, str]:
+            return credentials_for(self.plan.remote_url, self.plan.session_token_seconds,
+                                   backend.long_lived_keys_allowed)
+
+        with remote_of(Home().context(self.context)) as remote:
+            record = NodeExecution(self.plan.job(self.node_id), backend, RunStore(remote), node.image, secrets,
+                                   on_line, on_status).execute()
+        if backend.tracking_url and record.job_id:
+            self.set_tracking_url(backend.tracking_url(record.job_id))
+        self.report(f"node {short} succeeded: {record.bundle_name} {record.output_uuid}", 100, True)
 
 
-@inherits(ExecuteContainer)
-class PullOutput(luigi.Task):
-    """The run's output bundle is in the local context."""
+class PullOutput(_Reporting):
+    """A node's output bundle is in the local context (the root's, and with --pull-intermediates the others')."""
+
+    context = luigi.Parameter()
+    node_id = luigi.Parameter()
+    output_bundle = luigi.Parameter(significant=False)
+    plan: RunPlan = _plan_parameter()
 
     def requires(self) -> ExecuteContainer:
-        return self.clone(ExecuteContainer)
+        return ExecuteContainer.of(self.plan, self.node_id)
 
-    def output(self) -> LocalRunOutputTarget:
-        return LocalRunOutputTarget(self.context, self.run_id)
+    def output(self) -> LocalBundleTarget:
+        return LocalBundleTarget(self.context, self.node_id)
 
     def run(self) -> None:
         from ..remotes import remote_of
         from ..remotes.transfer import pull
 
-        record = self.input().record() or {}
-        ctx = _context(self.context)
+        record = self.input().record()
+        if record is None or record.output_uuid is None:
+            raise DisdatError(f"node {self.node_id[:12]} has no output on the remote")
+        ctx = Home().context(self.context)
         with remote_of(ctx) as remote:
-            bundle, stats = pull(ctx, remote, record["output_uuid"], quiet=True)
+            bundle, stats = pull(ctx, remote, record.output_uuid, quiet=True,
+                                 listener=self.transfer_listener("pulling"))
+        self.report(f"pulled {bundle.name} {bundle.uuid}", 100, True)
         logger.info("pulled output %s %s: %d files, %d bytes", bundle.name, bundle.uuid, stats.files, stats.bytes)
 
 
 class RunPipe(luigi.WrapperTask):
-    """Run a pipe class in a container: push the input, execute, pull the output (DESIGN.md's chain)."""
+    """Run a pipe class and its upstream pipes, one container each: push the input, execute, pull the output."""
 
     input_bundle = luigi.Parameter(description="input bundle name, or - for none")
     output_bundle = luigi.Parameter()
@@ -161,14 +197,16 @@ class RunPipe(luigi.WrapperTask):
     output_tags = luigi.DictParameter(default={})
     force = luigi.BoolParameter(description="run again even if an identical run succeeded")
     no_push_input = luigi.BoolParameter(description="the input must already be on the remote")
+    pull_intermediates = luigi.BoolParameter(description="pull every node's output, not only the root's")
     use_aws_session_token = luigi.IntParameter(default=0, description="seconds of STS credentials for the container")
     context = luigi.Parameter(default="", description="local context (default: the active one)")
 
-    _plan = None
+    _plan: Optional[RunPlan] = None
 
-    def plan(self):
-        """Resolve names to uuids and images, with one-line errors; once per instance (--force's nonce too)."""
-        from .run import plan_run
+    def plan(self) -> RunPlan:
+        """Resolve names to uuids, images and node ids, with one-line errors; once per instance (--force's
+        nonce too)."""
+        from .plan import plan_run
 
         if self._plan is None:
             self._plan = plan_run(
@@ -176,11 +214,15 @@ class RunPipe(luigi.WrapperTask):
                 output_bundle=self.output_bundle, pipe_cls=self.pipe_cls, pipe_params=self.pipe_params,
                 backend=self.backend, input_tags=dict(self.input_tags), output_tags=dict(self.output_tags),
                 force=self.force, push_input=not self.no_push_input,
-                session_token_seconds=self.use_aws_session_token)
+                session_token_seconds=self.use_aws_session_token, pull_intermediates=self.pull_intermediates)
         return self._plan
 
-    def requires(self) -> PullOutput:
-        return PullOutput(**self.plan().task_params())
+    def requires(self) -> List[PullOutput]:
+        plan = self.plan()
+        nodes = plan.nodes if plan.pull_intermediates else (plan.root,)
+        return [PullOutput(context=plan.context, node_id=n.spec.node_id, output_bundle=n.spec.bundle_name, plan=plan)
+                for n in nodes]
 
-    def output(self) -> Optional[LocalRunOutputTarget]:
-        return self.requires().output()
+    def output(self) -> LocalBundleTarget:
+        plan = self.plan()
+        return LocalBundleTarget(plan.context, plan.run_id)

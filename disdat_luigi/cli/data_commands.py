@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, List
 
 from ..store.context import Bundle, Context
+from ..display import safe
 from ..errors import DisdatError
 from ..store.home import Home
 from ..store.manifest import check_name, parse_tags
@@ -51,6 +52,12 @@ def register(sub: Any) -> None:
     p.add_argument("--all", action="store_true", help="remove every version of NAME")
     bundle_selector(p)
     p.set_defaults(func=cmd_rm)
+
+    p = sub.add_parser("check", help="verify the local store against its manifests (--repair: fix what can be)")
+    p.add_argument("--repair", action="store_true",
+                   help="rebuild the index from the manifests, remove leftovers of killed commands, move damaged "
+                        "bundles to quarantine/ and fetch them again from the remote when it has them")
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("lineage", help="print how a bundle was made")
     p.add_argument("uuid", metavar="UUID")
@@ -156,3 +163,22 @@ def cmd_lineage(args: argparse.Namespace) -> None:
     m = b.manifest
     _print_json({"name": m.name, "uuid": m.uuid, "created": m.created, "committed": b.committed,
                  "tags": b.tags, "lineage": m.lineage})
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from ..store.check import check_home
+    from .remote_commands import refetch
+
+    home = Home()
+    findings = check_home(home, args.repair, refetch if args.repair else None)
+    for f in findings:
+        print(safe(f"{f.context}: {f.problem}" + (f" -> {f.repaired}" if f.repaired else "")))
+    left = [f for f in findings if not f.repaired]
+    if not findings:
+        print(f"the store at {home.path} is sound")
+        return 0
+    if not left:
+        print(f"{len(findings)} problem(s) found, all repaired")
+        return 0
+    hint = "" if args.repair else ": run `dsdt check --repair`"
+    raise DisdatError(f"{len(left)} problem(s) found in the store at {home.path}{hint}")

@@ -90,3 +90,17 @@ def cmd_pull(args: argparse.Namespace) -> None:
         for uuid in _uuids_to_pull(remote, args):
             b, stats = pull(ctx, remote, uuid, quiet=args.quiet)
             _report("pulled", b, stats, "local")
+
+
+def refetch(ctx: Context, uuid: str) -> bool:
+    """For `dsdt check --repair`: fetch bundle ``uuid`` again from the context's remote, if it has it."""
+    if ctx.remote is None:
+        return False
+    try:
+        with remote_of(ctx) as remote:
+            if not remote.has_bundle(uuid):
+                return False
+            pull(ctx, remote, uuid, quiet=True)
+            return True
+    except DisdatError:
+        return False

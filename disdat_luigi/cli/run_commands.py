@@ -5,8 +5,12 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+import sys
+
 from .. import config
 from ..containers.backend import BACKENDS
+from ..display import safe
+from ..remotes.runs import STATUSES
 from ..errors import DisdatError
 from ..store.home import Home
 from ..store.manifest import parse_tags
@@ -39,15 +43,34 @@ def register(sub: Any) -> None:
                                              "with pipe classes)")
     p.set_defaults(func=cmd_dockerize)
 
-    p = sub.add_parser("run", help="run a pipe class in a container: push input, execute, pull output")
-    p.add_argument("--backend", choices=BACKENDS, default=None, help="where the container runs ([run] backend, "
+    p = sub.add_parser("run", help="run a pipe class and its upstream pipes, one container each: push the input, "
+                                   "execute, pull the output")
+    p.add_argument("--backend", choices=BACKENDS, default=None, help="where the containers run ([run] backend, "
                                                                       "default Local)")
     p.add_argument("--no-push-input", action="store_true",
                    help="do not push the input; it must already be on the remote")
     p.add_argument("--use-aws-session-token", type=int, metavar="AWS_SESSION_TOKEN_DURATION", default=0,
-                   help="give the container only temporary STS credentials valid this many seconds")
+                   help="give the containers only temporary STS credentials valid this many seconds")
+    p.add_argument("--workers", type=int, metavar="N", help="run up to N independent nodes at once ([run] workers, "
+                                                            "default 1)")
+    p.add_argument("--scheduler-url", metavar="URL", help="run under this luigid, e.g. http://127.0.0.1:8082 "
+                                                          "(default: [run] local_scheduler)")
+    p.add_argument("--pull-intermediates", action="store_true",
+                   help="also pull the outputs of the upstream pipes (only the requested output by default)")
     _pipe_arguments(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("runs", help="list the runs recorded on the remote, newest first (one line per node)")
+    p.add_argument("name", nargs="?", metavar="NAME", help="only runs whose output bundle matches (a glob)")
+    p.add_argument("--status", choices=STATUSES, help="only runs with this status")
+    p.add_argument("-n", type=int, default=20, metavar="N", help="at most N lines (default 20; 0: all)")
+    p.add_argument("--clean", action="store_true",
+                   help="stop and remove the containers of runs whose client died, and record them interrupted")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("logs", help="print the container log of a run (a unique prefix of its id is enough)")
+    p.add_argument("run_id", metavar="RUN_ID")
+    p.set_defaults(func=cmd_logs)
 
 
 def _input_name(args: argparse.Namespace):
@@ -79,11 +102,38 @@ def cmd_dockerize(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ..chain.run import run
+    from ..chain.run import RunOptions, output_bundle, run
 
     if args.use_aws_session_token < 0:
         raise DisdatError("--use-aws-session-token takes a number of seconds")
-    return run(input_bundle=_input_name(args), output_bundle=args.output_bundle, pipe_cls=args.pipe_cls,
-               pipe_args=args.pipe_args, backend=args.backend, input_tags=parse_tags(args.input_tag),
-               output_tags=parse_tags(args.output_tag), force=args.force, push_input=not args.no_push_input,
-               session_token_seconds=args.use_aws_session_token)
+    if args.workers is not None and not 1 <= args.workers <= 64:
+        raise DisdatError("--workers takes a number from 1 to 64")
+    plan = run(RunOptions(
+        input_bundle=_input_name(args), output_bundle=args.output_bundle, pipe_cls=args.pipe_cls,
+        pipe_args=args.pipe_args, backend=args.backend or "", input_tags=parse_tags(args.input_tag),
+        output_tags=parse_tags(args.output_tag), force=args.force, push_input=not args.no_push_input,
+        session_token_seconds=args.use_aws_session_token, pull_intermediates=args.pull_intermediates,
+        workers=args.workers, scheduler_url=args.scheduler_url))
+    bundle = output_bundle(plan)
+    print(f"{bundle.name} {bundle.uuid} is in context {plan.context} (`dsdt cat {bundle.name}`)")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from ..chain.history import clean, list_runs
+
+    ctx = Home().context()
+    if args.clean:
+        for line in clean(ctx):
+            print(safe(line))
+        return 0
+    for line in list_runs(ctx, args.name, args.status, args.n):
+        print(line)
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from ..chain.history import log_of
+
+    sys.stdout.write(log_of(Home().context(), args.run_id))
+    return 0

@@ -1,9 +1,13 @@
-"""The container backend interface: run one container to completion, or fail with its logs.
+"""The backend interface: where a node's container runs, behind four verbs (submit, wait, cancel, logs).
 
-A backend gets a :class:`ContainerSpec` (what to run, with which environment and mounts) and a line
-callback (for streaming logs into the Luigi task's log). It returns when the container exited 0 and raises
-:class:`~disdat_luigi.errors.ContainerFailed` (with the last log lines) otherwise. Interrupting the caller
-stops the container (or the job) the backend started.
+A :class:`RunRequest` says *what* to run and nothing about *how*: an image reference, the entrypoint's
+arguments, the non-secret environment, the secrets (credentials) apart, labels, a timeout and resources,
+and where the data lives. Each backend makes its own choices: the Local one decides mounts (a file://
+remote's directory), the network, the user, and hands secrets over on the container's stdin so that
+``docker inspect`` never shows them; the AWS Batch one decides job definitions, roles and retries. So a
+backend is one module (``local.py``, ``aws_batch.py``) and nothing else changes.
+
+Backends are chosen by name (``[run] backend``, ``--backend``): :func:`get_backend`.
 """
 from __future__ import annotations
 
@@ -14,32 +18,78 @@ from typing import Callable, Dict, List, Optional
 from .. import config
 from ..errors import DisdatError
 
-OnLine = Callable[[str], None]
-LOG_TAIL = 50
+OnLine = Callable[[str], None]          # one line of the container's output, as it comes
+OnStatus = Callable[[str], None]        # a backend state worth showing (RUNNABLE, STARTING, RUNNING, ...)
+LOG_TAIL = 50                           # the log lines a failure carries
+
+BACKENDS = ("Local", "AWSBatch")
 
 
-@dataclass
-class ContainerSpec:
-    image: str                                  # image id (local) or URI (registry) to run
-    command: List[str]                          # arguments of the image's entrypoint
-    environment: Dict[str, str]                 # holds credentials: never log it
-    name: str
+@dataclass(frozen=True)
+class Resources:
+    vcpus: int = 1
+    memory: int = 2048                  # MiB
+    gpus: int = 0
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    image: str                          # an image reference the backend can run (local name or registry URI)
+    args: List[str]                     # arguments of the image's entrypoint (never secret)
+    environment: Dict[str, str]         # never secret: it shows in `docker inspect` and the Batch console
+    secrets: Dict[str, str]             # credentials: the backend decides how they travel, never inspectable
+    name: str                           # container or job name
+    remote_url: str                     # where the job reads and writes its data
     labels: Dict[str, str] = field(default_factory=dict)
-    mounts: List[str] = field(default_factory=list)   # host directories, mounted read-write at the same path
-    network_mode: str = "host"
-    timeout: Optional[int] = None               # seconds; None waits forever
-    user: Optional[str] = None                  # uid:gid inside the container
+    timeout: Optional[int] = None       # seconds
+    resources: Resources = Resources()
+    depends_on: List[str] = field(default_factory=list)   # job ids that must succeed first (Batch)
+
+
+@dataclass(frozen=True)
+class JobResult:
+    status: str                         # "succeeded", "failed" or "timed_out"
+    reason: str = ""                    # why it failed, in one line
+    exit_code: Optional[int] = None
+    log_tail: List[str] = field(default_factory=list)
 
 
 class Backend(ABC):
     name: str
+    tracking_url: Optional[Callable[[str], str]] = None   # job id -> a page that shows the job
+
+    long_lived_keys_allowed = False   # may the host's own AWS keys travel to a job (as a private secret)?
+
+    def check(self, remote_url: str) -> None:
+        """Refuse, with one line and before anything is pushed, what this backend cannot run."""
+
+    def image_reference(self, image) -> str:
+        """What this backend runs for a resolved image (ResolvedImage): its id on the local engine."""
+        return image.id
 
     @abstractmethod
-    def execute(self, spec: ContainerSpec, on_line: OnLine) -> None:
-        """Run the container to completion (see the module docstring)."""
+    def submit(self, request: RunRequest) -> str:
+        """Start the job; returns its id (a container name, a Batch job id)."""
 
+    @abstractmethod
+    def wait(self, job_id: str, on_line: OnLine, on_status: OnStatus,
+             timeout: Optional[int] = None) -> JobResult:
+        """Follow the job to its end, streaming its output lines; never raises for a failed job."""
 
-BACKENDS = ("Local", "AWSBatch")
+    @abstractmethod
+    def cancel(self, job_id: str, reason: str) -> None:
+        """Stop the job (and, for Local, remove the container): no error when it is already gone."""
+
+    @abstractmethod
+    def logs(self, job_id: str) -> List[str]:
+        """Every line the job wrote so far ([] when none is known)."""
+
+    def orphans(self, node_id: str) -> List[str]:
+        """Jobs of this node still known to the backend (a dead client's container, say)."""
+        return []
+
+    def release(self, job_id: str) -> None:
+        """Forget a finished job (Local: remove its container)."""
 
 
 def backend_name(override: str = "") -> str:
@@ -49,8 +99,9 @@ def backend_name(override: str = "") -> str:
     return name
 
 
-def get_backend(name: str) -> Backend:
-    if backend_name(name) == "Local":
+def get_backend(name: str = "") -> Backend:
+    name = backend_name(name)
+    if name == "Local":
         from .local import LocalDocker
 
         return LocalDocker()

@@ -1,90 +1,150 @@
-"""``dsdt-entrypoint``: what runs inside the container of every run.
+"""``dsdt-entrypoint --job JSON``: what runs inside the container of every node.
 
-It pulls the input bundle from the remote, runs the pipe class it is given explicitly (an image never
-decides which class runs), commits and tags the output bundle, pushes every bundle the run made, and
-writes the run record last. On any failure it writes a ``failed`` run record (never one that looks
-complete), prints one line ``dsdt-entrypoint: error: ...`` to stderr and exits non-zero.
+It runs exactly one pipe, the one its :class:`~.job.NodeJob` names (an image never decides which class
+runs, and never runs an upstream pipe in process): it reads the outputs of its upstream nodes from their run
+records, pulls them and the input bundle from the remote, calls the pipe, pushes the output bundle, and
+writes the node's run record last. On any failure it writes a ``failed`` record (never one that looks
+complete), prints ``dsdt-entrypoint: error: ...`` and exits 1.
 
-Everything but credentials comes as arguments; credentials come in the environment (never as arguments,
-which ``docker inspect`` and the Batch console show).
+Credentials never come as arguments. Under the Local backend they come as one JSON line on stdin, and stdin
+stays open for as long as the client that started the container lives: its end means the client died, so
+the run is recorded ``interrupted`` and the container stops. Under AWS Batch they come in the environment
+(temporary STS credentials) or from the job role.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 import traceback
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
-from ..errors import DisdatError
-from ..store.manifest import now_utc
+from ..errors import DisdatError, RemoteError
+from .job import NodeJob
+from .local import STDIN_FLAG
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM: Docker stopping the container, or the client's end of stdin closing."""
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dsdt-entrypoint", description=__doc__.splitlines()[0])
-    p.add_argument("--remote-url", required=True)
-    p.add_argument("--remote-context", required=True)
-    p.add_argument("--input-uuid", default="")
-    p.add_argument("--output-bundle", required=True)
-    p.add_argument("--output-tags", default="{}", help="JSON object")
-    p.add_argument("--pipe-cls", required=True)
-    p.add_argument("--pipe-params", default="{}", help="JSON object of Luigi-serialized values")
-    p.add_argument("--run-id", required=True)
-    p.add_argument("--image-id", default="")
+    p.add_argument("--job", required=True, help="the NodeJob, as JSON")
     return p
+
+
+def _take_secrets_from_stdin() -> None:
+    """The first stdin line holds the credentials; the end of stdin means the client is gone."""
+    line = sys.stdin.readline()
+    secrets = json.loads(line) if line.strip() else {}
+    os.environ.update({str(k): str(v) for k, v in secrets.items()})
+
+    def watch() -> None:
+        sys.stdin.read()  # returns at EOF: the client's attachment closed
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, daemon=True, name="client-watch").start()
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Interrupted("stopped: the client that started this run is gone, or the container was stopped")
+
+
+def _hint(exc: Exception) -> str:
+    """What to do about an S3 server on the host's loopback that the container cannot reach."""
+    text = str(exc)
+    if isinstance(exc, RemoteError) and "cannot reach S3 at http://127.0.0.1" in text:
+        return text + " (from inside the container: set [run] network_mode = host)"
+    return text
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
-    from ..pipe.apply import apply
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    if os.environ.get(STDIN_FLAG):
+        _take_secrets_from_stdin()
+    try:
+        job = NodeJob.from_json(args.job)
+    except DisdatError as exc:
+        print(f"dsdt-entrypoint: error: {exc}", file=sys.stderr)
+        return 2
+    from .. import config
+    from ..remotes import open_remote
+    from ..remotes.runs import RunStore
+    from .execute import new_record
+
+    config.validate()
+    with open_remote(job.remote_url, job.remote_context) as remote:
+        runs = RunStore(remote)
+        record = runs.record(job.node.node_id) or new_record(job, job.backend)
+        try:
+            output, inputs = _run(job, remote, runs)
+        except Interrupted as exc:
+            runs.write(record.finished("interrupted", str(exc)))
+            print(f"dsdt-entrypoint: {exc}", file=sys.stderr)
+            return 130
+        except Exception as exc:
+            if isinstance(exc, DisdatError):
+                message = _hint(exc)
+            else:  # the pipe raised (or a bug): its traceback goes to the log, its one line to the record
+                traceback.print_exc()
+                message = f"{job.node.pipe_cls} failed: {type(exc).__name__}: {exc}"
+            message = message.splitlines()[0] if message.strip() else type(exc).__name__
+            try:
+                runs.write(record.finished("failed", message))
+            finally:
+                print(f"dsdt-entrypoint: error: {message}", file=sys.stderr)
+            return 1
+        runs.write(record.finished("succeeded", output_uuid=output, inputs=inputs))
+        return 0
+
+
+def _run(job: NodeJob, remote, runs) -> tuple:
+    """Pull the inputs, run the pipe, push its output: (output uuid, {dependency: uuid read})."""
     from ..config import pipe_root
+    from ..pipe.loader import instantiate_params, load_pipe_class
+    from ..pipe.produce import produce
+    from ..remotes.transfer import pull, push
     from ..store.context import RemoteBinding
     from ..store.home import Home
-    from ..pipe.loader import code_version, instantiate_params, load_pipe_class
-    from ..remotes import remote_of
-    from ..remotes.remote import SUCCEEDED
-    from ..remotes.transfer import pull, push
 
-    started = now_utc()
-    record = {"run_id": args.run_id, "pipe_cls": args.pipe_cls, "pipe_params": json.loads(args.pipe_params),
-              "input_uuid": args.input_uuid or None, "output_bundle": args.output_bundle,
-              "image_id": args.image_id or None, "started": started, "host": os.uname().nodename}
     home = Home(Path(os.environ.get("DISDAT_HOME", "/tmp/disdat")))
     home.init()
     home.create_context("run")
     ctx = home.context("run")
-    ctx.bind_remote(RemoteBinding(args.remote_context, args.remote_url))
-    with remote_of(ctx) as remote:
-        try:
-            root = pipe_root()
-            cls = load_pipe_class(args.pipe_cls, root)
-            params = instantiate_params(cls, args.pipe_params)
-            input_bundle = None
-            if args.input_uuid:
-                input_bundle, stats = pull(ctx, remote, args.input_uuid, quiet=True)
-                print(f"dsdt-entrypoint: pulled input {input_bundle.name} {input_bundle.uuid} ({stats.files} files)")
-            result = apply(ctx, cls, params, input_bundle, args.output_bundle, json.loads(args.output_tags),
-                           code_version=code_version(root), commit=True, run_id=args.run_id,
-                           image_id=args.image_id or None)
-            for b in result.produced:  # upstream bundles first, the output last
-                stats = push(ctx, remote, b, quiet=True)
-                print(f"dsdt-entrypoint: pushed {b.name} {b.uuid} ({stats.files} files, {stats.bytes} bytes)")
-            record.update(status=SUCCEEDED, output_uuid=result.bundle.uuid,
-                          bundles={b.name: b.uuid for b in result.produced}, finished=now_utc())
-            remote.write_run_record(args.run_id, record)
-            return 0
-        except Exception as exc:
-            if not isinstance(exc, DisdatError):  # a bug, not a user error: keep its traceback in the log
-                traceback.print_exc()
-            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            record.update(status="failed", error=message, finished=now_utc())
-            try:
-                remote.write_run_record(args.run_id, record)
-            finally:
-                print(f"dsdt-entrypoint: error: {message}", file=sys.stderr)
-            return 1
+    ctx.bind_remote(RemoteBinding(job.remote_context, job.remote_url))
+    node = job.node
+    cls = load_pipe_class(node.pipe_cls, pipe_root())
+    task = cls(**instantiate_params(cls, json.dumps(node.params)))
+    upstream = {}
+    for dep, up_id in node.upstream.items():
+        up = runs.record(up_id)
+        if up is None or up.status != "succeeded":
+            raise DisdatError(f"upstream {dep} (node {up_id[:12]}) has not succeeded: "
+                              f"{'no record' if up is None else up.status}")
+        upstream[dep], stats = pull(ctx, remote, up.output_uuid, quiet=True)
+        print(f"dsdt-entrypoint: pulled {dep}: {upstream[dep].name} {up.output_uuid} ({stats.files} files)",
+              flush=True)
+    input_bundle = None
+    if job.input_uuid and node.reads_input:
+        input_bundle, stats = pull(ctx, remote, job.input_uuid, quiet=True)
+        print(f"dsdt-entrypoint: pulled input {input_bundle.name} {input_bundle.uuid} ({stats.files} files)",
+              flush=True)
+    bundle = produce(ctx, task, name=node.bundle_name, tags=node.tags, upstream=upstream, input_bundle=input_bundle,
+                     lineage={"processing_id": node.node_id, "run_id": job.run_id, "image_id": job.image},
+                     commit=True)
+    stats = push(ctx, remote, bundle, quiet=True)
+    print(f"dsdt-entrypoint: pushed {bundle.name} {bundle.uuid} ({stats.files} files, {stats.bytes} bytes)",
+          flush=True)
+    inputs: Dict[str, str] = {dep: b.uuid for dep, b in upstream.items()}
+    if input_bundle is not None:
+        inputs["pipeline_input"] = input_bundle.uuid
+    return bundle.uuid, inputs
 
 
 if __name__ == "__main__":

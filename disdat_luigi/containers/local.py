@@ -1,71 +1,138 @@
-"""The Local backend: the container runs on the local Docker engine (docker-py)."""
+"""The Local backend: a node's container on this machine's Docker engine (docker-py).
+
+Its choices:
+
+* **Secrets on stdin.** The container is created with stdin open and attached; the credentials go in as one
+  JSON line on stdin, so they are in no part of the container's configuration (``docker inspect``) and no
+  log. The attachment then stays open for the container's life: when this client dies, even by SIGKILL,
+  Docker closes the container's stdin, and the entrypoint takes that EOF as "my client is gone", records
+  the run as interrupted and exits, instead of running on unowned.
+* **Mounts:** a ``file://`` remote's directory alone, at the same path; nothing else of the host.
+* **User:** the host's uid:gid, so files written to a file:// remote belong to the user.
+* **Network:** ``[run] network_mode`` (Docker's default network unless set; ``host`` where the engine has no
+  bridge or the S3 server listens on the host's loopback).
+* **Labels:** ``disdat.node_id`` and ``disdat.run_id``, so a dead client's container is found and removed.
+"""
 from __future__ import annotations
 
 import collections
-import contextlib
-import signal
+import json
+import os
 import threading
-from typing import Deque, Iterator
+from typing import Deque, Dict, List, Optional
+from urllib.parse import unquote, urlparse
 
+from .. import config
+from ..errors import DisdatError
+from .backend import LOG_TAIL, Backend, JobResult, OnLine, OnStatus, RunRequest
 from .docker_engine import docker_client
-from ..errors import ContainerFailed
-from .backend import LOG_TAIL, Backend, ContainerSpec, OnLine
 
-
-@contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM (a killed ``dsdt run``, a Luigi worker timeout) unwinds like Ctrl-C, so the container is
-    removed on the way out."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+STDIN_FLAG = "DISDAT_CLIENT_ON_STDIN"     # tells the entrypoint to read secrets from, and watch, its stdin
 
 
 class LocalDocker(Backend):
     name = "Local"
+    long_lived_keys_allowed = True    # they go on stdin, never into the container's configuration
 
-    def execute(self, spec: ContainerSpec, on_line: OnLine) -> None:
+    def __init__(self) -> None:
+        self._client = None
+        self._stdin: Dict[str, object] = {}     # job id -> the attached stdin socket, held while the job runs
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = docker_client()
+        return self._client
+
+    def check(self, remote_url: str) -> None:
+        self.client  # noqa: B018 (an unreachable engine is one line, before anything is pushed)
+        mode = config.get("run", "network_mode")
+        if mode not in ("default", "bridge", "host", "none") and not mode.startswith("container:"):
+            import docker
+
+            try:
+                self.client.networks.get(mode)
+            except docker.errors.NotFound:
+                raise DisdatError(f"the Docker engine has no network {mode!r} ([run] network_mode): use host, none, "
+                                  f"bridge, default or an existing network") from None
+
+    def submit(self, request: RunRequest) -> str:
         import docker
+
+        url = urlparse(request.remote_url)
+        mounts = [unquote(url.path)] if url.scheme == "file" else []
+        mode = config.get("run", "network_mode")
+        try:
+            container = self.client.containers.create(
+                request.image, request.args, name=request.name, environment={**request.environment, STDIN_FLAG: "1"},
+                labels=request.labels, volumes={path: {"bind": path, "mode": "rw"} for path in mounts},
+                network_mode=None if mode == "default" else mode, user=f"{os.getuid()}:{os.getgid()}",
+                stdin_open=True, detach=False)  # detach=False: Docker closes stdin when this client goes
+        except docker.errors.ImageNotFound:
+            raise DisdatError(f"image {request.image} is not on the Docker engine: run `dsdt dockerize`") from None
+        except docker.errors.APIError as exc:
+            raise DisdatError(f"the Docker engine refused the container: {exc.explanation or exc}") from None
+        stdin = container.attach_socket(params={"stdin": 1, "stream": 1})
+        self._stdin[container.name] = stdin
+        container.start()
+        stdin._sock.sendall(json.dumps(request.secrets).encode() + b"\n")
+        return container.name
+
+    def _container(self, job_id: str):
+        import docker
+
+        try:
+            return self.client.containers.get(job_id)
+        except docker.errors.NotFound:
+            return None
+
+    def wait(self, job_id: str, on_line: OnLine, on_status: OnStatus, timeout: Optional[int] = None) -> JobResult:
         import requests
 
-        client = docker_client()
+        container = self._container(job_id)
+        if container is None:
+            return JobResult("failed", f"container {job_id} is gone from the Docker engine")
+        on_status("running")
         tail: Deque[str] = collections.deque(maxlen=LOG_TAIL)
-        with _sigterm_interrupts():
+        follower = threading.Thread(target=_follow, args=(container, tail, on_line), daemon=True)
+        follower.start()
+        try:
+            status = container.wait(timeout=timeout)
+        except requests.exceptions.RequestException:
+            container.kill()
+            follower.join(5)
+            return JobResult("timed_out", f"container {job_id} ran longer than [run] timeout = {timeout} s and was "
+                                          f"stopped", None, list(tail))
+        follower.join(10)
+        code = status.get("StatusCode")
+        if code == 0:
+            return JobResult("succeeded", exit_code=0, log_tail=list(tail))
+        return JobResult("failed", f"container {job_id} exited with status {code}", code, list(tail))
+
+    def cancel(self, job_id: str, reason: str) -> None:
+        self.release(job_id)
+
+    def release(self, job_id: str) -> None:
+        import docker
+
+        stdin = self._stdin.pop(job_id, None)
+        if stdin is not None:
+            stdin.close()
+        container = self._container(job_id)
+        if container is not None:
             try:
-                container = client.containers.create(
-                    spec.image, spec.command, name=spec.name, environment=spec.environment, labels=spec.labels,
-                    volumes={path: {"bind": path, "mode": "rw"} for path in spec.mounts},
-                    network_mode=spec.network_mode, user=spec.user, detach=True)
-            except docker.errors.ImageNotFound:
-                raise ContainerFailed(f"image {spec.image} is gone from the Docker engine: run `dsdt dockerize`"
-                                      ) from None
-            try:
-                container.start()
-                follower = threading.Thread(target=_follow, args=(container, tail, on_line), daemon=True)
-                follower.start()
-                try:
-                    status = container.wait(timeout=spec.timeout)
-                except requests.exceptions.RequestException:
-                    container.kill()
-                    follower.join(5)
-                    raise ContainerFailed(f"container {spec.name} ran longer than [run] timeout = {spec.timeout} s and "
-                                          f"was stopped", list(tail)) from None
-                follower.join(10)
-                code = status.get("StatusCode")
-                if code != 0:
-                    raise ContainerFailed(f"container {spec.name} exited with status {code}", list(tail), code)
-            finally:
-                with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
-                    container.remove(force=True)
+                container.remove(force=True)
+            except (docker.errors.NotFound, docker.errors.APIError):
+                pass
+
+    def logs(self, job_id: str) -> List[str]:
+        container = self._container(job_id)
+        if container is None:
+            return []
+        return container.logs().decode(errors="replace").splitlines()
+
+    def orphans(self, node_id: str) -> List[str]:
+        return [c.name for c in self.client.containers.list(all=True, filters={"label": f"disdat.node_id={node_id}"})]
 
 
 def _follow(container, tail: Deque[str], on_line: OnLine) -> None:

@@ -1,8 +1,9 @@
-"""Run a pipe class in this process (``dsdt apply``, and the body of every container run).
+"""Run a pipe class and its upstream pipes in this process (``dsdt apply``).
 
-The pipe and its upstream pipes run as one ``luigi.build`` on the local scheduler; the apply session says
-where they read and write. Pipes whose output bundle already exists (same processing id) are skipped, so
-an unchanged apply is a no-op; ``force`` changes every processing id so that all of them run again.
+The graph is expanded first (:mod:`.graph`), its node ids computed with the pipe_root's code version as
+the code, then run as one ``luigi.build`` on the local scheduler. A node whose output bundle already exists
+(same processing id) is skipped, so an unchanged apply is a no-op; ``force`` adds a nonce to every id so
+that all of them run again.
 """
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ from typing import Any, Dict, List, Optional, Type
 import luigi
 from luigi.task_register import Register
 
-from . import session as sessions
-from ..store.context import Bundle, Context
 from ..errors import PipeFailed
+from ..store.context import Bundle, Context
 from ..store.manifest import check_name
+from . import session as sessions
+from .graph import expand
 from .task import PipeTask
 
 
@@ -31,24 +33,26 @@ class ApplyResult:
 
 
 def apply(ctx: Context, pipe_cls: Type[PipeTask], params: Dict[str, Any], input_bundle: Optional[Bundle],
-          output_name: str, output_tags: Optional[Dict[str, str]] = None, *, code_version: str, force: bool = False,
-          commit: bool = False, run_id: Optional[str] = None, image_id: Optional[str] = None) -> ApplyResult:
+          output_name: str, output_tags: Optional[Dict[str, str]] = None, *, code_version: str,
+          force: bool = False) -> ApplyResult:
     check_name(output_name)
-    Register.clear_instance_cache()  # pipe instances cache requirements and names per session
+    Register.clear_instance_cache()  # pipe instances cache their requirements
     root = pipe_cls(**params)
-    session = sessions.ApplySession(
-        context=ctx, input_bundle=input_bundle, output_name=output_name, output_tags=dict(output_tags or {}),
-        root_task_id=root.task_id, code_version=code_version, nonce=uuidlib.uuid4().hex if force else "",
-        commit=commit, run_id=run_id, image_id=image_id)
+    graph = expand(root, output_name)
+    tags = dict(output_tags or {})
+    ids = graph.node_ids(lambda node: code_version, input_bundle.uuid if input_bundle else "",
+                         uuidlib.uuid4().hex if force else "", tags)
+    session = sessions.ApplySession(context=ctx, input_bundle=input_bundle, graph=graph, ids=ids, output_tags=tags,
+                                    code_version=code_version)
     with sessions.active(session):
-        existing = root.output().bundle()
+        existing = session.output_target(root).bundle()
         if existing is not None:
             return ApplyResult(existing, [])
         # Luigi's INFO chatter (scheduling, summaries) is noise for one in-process apply; failures still show,
         # with the pipe's own traceback.
         result = luigi.build([root], local_scheduler=True, workers=1, detailed_summary=True, no_lock=True,
                              log_level="WARNING")
-        bundle = root.output().bundle()
+        bundle = session.output_target(root).bundle()
         if bundle is None or result.status not in (luigi.LuigiStatusCode.SUCCESS,
                                                     luigi.LuigiStatusCode.SUCCESS_WITH_RETRY):
             raise PipeFailed(_failure_line(pipe_cls, session.failure))
@@ -59,4 +63,3 @@ def _failure_line(pipe_cls: Type[PipeTask], failure: Optional[BaseException]) ->
     if failure is None:
         return f"{pipe_cls.pipe_path()} did not complete (see the Luigi log above)"
     return f"{pipe_cls.pipe_path()} failed: {type(failure).__name__}: {failure}"
-

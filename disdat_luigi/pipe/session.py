@@ -1,8 +1,8 @@
-"""The apply session: where an in-process run of pipe classes reads its input and writes its bundles.
+"""The apply session: where an in-process run of a pipe graph (``dsdt apply``) reads and writes.
 
-:func:`disdat_luigi.apply.apply` opens one for the length of a ``luigi.build``; every PipeTask of that run
-finds it with :func:`current`. Pipe classes keep only their own Luigi parameters, as in Disdat, so the
-context, the input bundle and the output naming travel here instead of as task parameters.
+:func:`disdat_luigi.pipe.apply.apply` opens one for the length of a ``luigi.build``; every PipeTask of that
+build finds it with :func:`current`. Pipe classes keep only their own Luigi parameters, as in Disdat, so
+the context, the input bundle and the graph's identities travel here instead of as task parameters.
 """
 from __future__ import annotations
 
@@ -10,24 +10,59 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional
 
-from ..store.context import Bundle, Context
+import luigi
+
 from ..errors import DisdatError
+from ..store.context import Bundle, Context
+from .graph import Graph
+from .produce import produce
+from .task import PipeTask
+
+
+class PipeOutputTarget(luigi.Target):
+    """The bundle with this processing id (node id) exists in the context."""
+
+    def __init__(self, context: Context, processing_id: str):
+        self.context = context
+        self.processing_id = processing_id
+
+    def bundle(self) -> Optional[Bundle]:
+        return self.context.by_processing_id(self.processing_id)
+
+    def exists(self) -> bool:
+        return self.bundle() is not None
 
 
 @dataclass
 class ApplySession:
     context: Context
     input_bundle: Optional[Bundle]
-    output_name: str
+    graph: Graph
+    ids: Dict[str, str]              # node key -> node id (the processing id of its output)
     output_tags: Dict[str, str]
-    root_task_id: str
     code_version: str
-    nonce: str = ""                  # set by --force: every processing id changes, so everything runs again
-    commit: bool = False             # bundles made in a container are committed (they are pushed)
-    run_id: Optional[str] = None     # the run this apply is the body of (in a container)
-    image_id: Optional[str] = None
     produced: List[Bundle] = field(default_factory=list)
     failure: Optional[BaseException] = None
+
+    def output_target(self, task: PipeTask) -> PipeOutputTarget:
+        return PipeOutputTarget(self.context, self.ids[task.task_id])
+
+    def run(self, task: PipeTask) -> None:
+        node = self.graph.nodes[task.task_id]
+        upstream = {name: self.output_target(dep).bundle() for name, dep in task.requires().items()}
+        missing = [name for name, b in upstream.items() if b is None]
+        if missing:
+            raise DisdatError(f"{node.pipe_cls}: upstream output {missing[0]!r} is missing")
+        try:
+            bundle = produce(self.context, task, name=node.bundle_name,
+                             tags=self.output_tags if node.is_root else {}, upstream=upstream,  # type: ignore
+                             input_bundle=self.input_bundle,
+                             lineage={"processing_id": self.ids[task.task_id], "run_id": self.ids[self.graph.root],
+                                      "code_version": self.code_version})
+        except BaseException as exc:
+            self.failure = self.failure or exc  # the line `dsdt apply` reports
+            raise
+        self.produced.append(bundle)
 
 
 _current: Optional[ApplySession] = None

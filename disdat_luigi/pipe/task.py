@@ -11,37 +11,18 @@ A pipe class is a Luigi task whose Luigi parameters are its parameters. As in Di
 * whatever ``pipe_run`` returns becomes the output bundle (dict, list, scalar, str, files or targets, a
   pandas DataFrame).
 
-Each pipe's output is a bundle found by its *processing id*: a hash of the class, its parameters, its
-upstream processing ids, the input bundle, the pipe_root's code version and, for the last pipe, the output
-name and tags. Luigi's completeness check is "a bundle with that processing id exists", so an unchanged
-pipe is not run twice.
+A pipe instance knows only its own parameters and dependencies. Who it is (its node id) and what its
+output is called come from :mod:`.graph` and :mod:`.identity`; where it reads and writes comes from whoever
+runs it: :mod:`.apply` in this process (``dsdt apply``), the container entrypoint in a container.
 """
 from __future__ import annotations
 
-import hashlib
-import inspect
-import json
 from typing import Any, Dict, Optional, Tuple, Type
 
 import luigi
 
-from . import session as sessions
-from ..store.context import Bundle
 from ..errors import DisdatError
-from ..store.manifest import check_name, now_utc
-
-
-class PipeOutputTarget(luigi.Target):
-    """The pipe's output bundle exists in the session's context."""
-
-    def __init__(self, pipe: "PipeTask"):
-        self.pipe = pipe
-
-    def bundle(self) -> Optional[Bundle]:
-        return sessions.current().context.by_processing_id(self.pipe.processing_id())
-
-    def exists(self) -> bool:
-        return self.bundle() is not None
+from ..store.manifest import check_name
 
 
 class PipeTask(luigi.Task):
@@ -52,7 +33,6 @@ class PipeTask(luigi.Task):
         self._dependencies: Dict[str, Tuple[Type["PipeTask"], dict]] = {}
         self._required: Optional[Dict[str, "PipeTask"]] = None
         self._bundle_name: Optional[str] = None
-        self._dependency_name: Optional[str] = None  # what the first downstream pipe calls this one
         self._staging = None
 
     # -- the pipe API --------------------------------------------------------------------------------
@@ -69,6 +49,9 @@ class PipeTask(luigi.Task):
             raise DisdatError(f"add_dependency({name!r}, ...): params must be a dict")
         if name in self._dependencies:
             raise DisdatError(f"{type(self).__name__} declares the dependency {name!r} twice")
+        if name == "pipeline_input":
+            raise DisdatError(f"{type(self).__name__}: 'pipeline_input' is the input bundle; name the dependency "
+                              f"otherwise")
         self._dependencies[name] = (pipe_class, dict(params or {}))
 
     def set_bundle_name(self, name: str) -> None:
@@ -85,97 +68,37 @@ class PipeTask(luigi.Task):
             raise DisdatError("get_output_dir can only be called from pipe_run")
         return str(self._staging.files_dir)
 
-    # -- Luigi ---------------------------------------------------------------------------------------
+    # -- what the graph reads ------------------------------------------------------------------------
     def requires(self) -> Dict[str, "PipeTask"]:
+        """The upstream pipe instances by dependency name (pipe_requires, called once)."""
         if self._required is None:
             self._dependencies = {}
-            self.pipe_requires()
-            required = {}
-            for name, (cls, params) in self._dependencies.items():
-                task = cls(**params)
-                if task._dependency_name is None:
-                    task._dependency_name = name
-                required[name] = task
-            self._required = required
+            try:
+                self.pipe_requires()
+                self._required = {name: cls(**params) for name, (cls, params) in self._dependencies.items()}
+            except DisdatError:
+                raise
+            except Exception as exc:  # a missing required parameter, a typo in pipe_requires
+                raise DisdatError(f"{self.pipe_path()}.pipe_requires failed: {type(exc).__name__}: {exc}") from None
         return self._required
 
-    def output(self) -> PipeOutputTarget:
-        return PipeOutputTarget(self)
+    @property
+    def set_name(self) -> Optional[str]:
+        """The output name pipe_requires chose with set_bundle_name, if any."""
+        self.requires()
+        return self._bundle_name
 
-    def run(self) -> None:
-        s = sessions.current()
-        upstream = {name: t.output().bundle() for name, t in self.requires().items()}
-        missing = [name for name, b in upstream.items() if b is None]
-        if missing:
-            raise DisdatError(f"{type(self).__name__}: upstream output {missing[0]!r} is missing")
-        kwargs = self._pipe_run_arguments(s, upstream)  # type: ignore[arg-type]
-        staging = self._staging = s.context.stage()
-        start = now_utc()
-        try:
-            value = self.pipe_run(**kwargs)
-            bundle = s.context.add_value(self.bundle_name(), value, tags=s.output_tags if self._is_root(s) else {},
-                                         committed=s.commit, lineage=self._lineage(s, upstream, start),
-                                         staging=staging)
-        except BaseException as exc:
-            staging.abandon()
-            s.failure = s.failure or exc  # the line `dsdt apply` and the entrypoint report
-            raise
-        finally:
-            self._staging = None
-        s.produced.append(bundle)
-
-    def _lineage(self, s: sessions.ApplySession, upstream: Dict[str, Bundle], start: str) -> Dict[str, Any]:
-        inputs = {name: b.uuid for name, b in upstream.items()}
-        if s.input_bundle is not None:
-            inputs["pipeline_input"] = s.input_bundle.uuid
-        lineage = {"pipe": self.pipe_path(), "params": self.to_str_params(only_significant=True), "inputs": inputs,
-                   "processing_id": self.processing_id(), "code_version": s.code_version, "image_id": s.image_id,
-                   "start": start, "stop": now_utc(), ("run_id" if self._is_root(s) else "part_of_run"): s.run_id}
-        return {k: v for k, v in lineage.items() if v is not None}
-
-    # -- identity ------------------------------------------------------------------------------------
     @classmethod
     def pipe_path(cls) -> str:
         return f"{cls.__module__}.{cls.__name__}"
 
-    def _is_root(self, s: sessions.ApplySession) -> bool:
-        return self.task_id == s.root_task_id
+    # -- Luigi, in process (dsdt apply) -------------------------------------------------------------
+    def output(self) -> luigi.Target:
+        from .session import current
 
-    def bundle_name(self) -> str:
-        s = sessions.current()
-        if self._is_root(s):
-            return s.output_name
-        self.requires()  # pipe_requires may call set_bundle_name
-        return self._bundle_name or f"{s.output_name}-{self._dependency_name or type(self).__name__.lower()}"
+        return current().output_target(self)
 
-    def processing_id(self) -> str:
-        s = sessions.current()
-        parts: Dict[str, Any] = {
-            "pipe": self.pipe_path(), "params": self.to_str_params(only_significant=True),
-            "upstream": {name: t.processing_id() for name, t in sorted(self.requires().items())},
-            "input": s.input_bundle.uuid if s.input_bundle else None, "code": s.code_version, "nonce": s.nonce,
-        }
-        if self._is_root(s):
-            parts.update(output=s.output_name, tags=s.output_tags)
-        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+    def run(self) -> None:
+        from .session import current
 
-    def _pipe_run_arguments(self, s: sessions.ApplySession, upstream: Dict[str, Bundle]) -> Dict[str, Any]:
-        """Only what pipe_run declares (everything it may receive when it takes **kwargs)."""
-        available = {name: b.data(mark_text=True) for name, b in upstream.items()}
-        available["pipeline_input"] = s.input_bundle.data(mark_text=True) if s.input_bundle is not None else None
-        params = dict(self.param_kwargs)
-        signature = inspect.signature(self.pipe_run)
-        if any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
-            return available
-        kwargs = {}
-        for name, p in signature.parameters.items():
-            if p.kind in (p.VAR_POSITIONAL,):
-                continue
-            if name in available:
-                kwargs[name] = available[name]
-            elif name in params:
-                kwargs[name] = params[name]
-            elif p.default is p.empty:
-                raise DisdatError(f"{type(self).__name__}.pipe_run takes {name!r}, which is neither an upstream "
-                                  f"dependency ({', '.join(upstream) or 'none'}), pipeline_input nor a parameter")
-        return kwargs
+        current().run(self)

@@ -25,7 +25,8 @@ class FileStore(ObjectStore):
 
     def _path(self, key: str) -> Path:
         """Keys are built from validated names and hashes; refuse anything that could leave the root anyway."""
-        if not key or key.startswith("/") or "\\" in key or "\0" in key or any(p in (".", "..") for p in key.split("/")):
+        parts = key.split("/")
+        if not key or key.startswith("/") or "\\" in key or "\0" in key or any(p in (".", "..") for p in parts):
             raise RemoteError(f"refusing the remote key {key!r}: it would leave the remote's directory")
         return self.root / key
 

@@ -4,24 +4,18 @@
     packs/<sha256>                                    many small files in one object
     context/<ctx>/bundles/<uuid>.json                 manifest: written LAST, after every object it names
     context/<ctx>/names/<name>/<created>_<uuid>       empty marker: the latest version of a name is one LIST
-    context/<ctx>/runs/<run_id>.json                  run record
+    context/<ctx>/runs/, leases/, logs/                run records, leases and logs (see .runs)
 
-A manifest on the remote means the bundle is complete there; a run record whose status is ``succeeded``
-means the run is complete.
+A manifest on the remote means the bundle is complete there.
 """
 from __future__ import annotations
 
-import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, Iterable, List, Optional, Set, Tuple
 
-from ..display import safe
 from ..errors import DisdatError, IntegrityError, NotFound
 from ..store.manifest import Manifest, check_created, check_name, check_uuid
 from .base import ObjectStore
-
-SUCCEEDED = "succeeded"
-
 
 def blob_key(sha256: str) -> str:
     return f"blobs/{sha256[:2]}/{sha256}"
@@ -57,9 +51,6 @@ class Remote:
 
     def names_prefix(self, name: Optional[str] = None) -> str:
         return f"{self._root}/names/" + (f"{name}/" if name else "")
-
-    def run_key(self, run_id: str) -> str:
-        return f"{self._root}/runs/{run_id}.json"
 
     # -- bundles ---------------------------------------------------------------------------------
     def has_bundle(self, uuid: str) -> bool:
@@ -132,17 +123,3 @@ class Remote:
         with ThreadPoolExecutor(min(workers, len(prefixes))) as pool:
             present = set().union(*pool.map(listing, prefixes))
         return wanted & present
-
-    # -- run records -----------------------------------------------------------------------------
-    def run_record(self, run_id: str) -> Optional[dict]:
-        try:
-            return json.loads(self.store.get_bytes(self.run_key(run_id)))
-        except NotFound:
-            return None
-
-    def write_run_record(self, run_id: str, record: dict) -> None:
-        self.store.put_bytes(self.run_key(run_id), json.dumps(record, indent=1, sort_keys=True).encode())
-
-    def run_succeeded(self, run_id: str) -> bool:
-        record = self.run_record(run_id)
-        return bool(record) and record.get("status") == SUCCEEDED

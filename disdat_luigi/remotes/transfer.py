@@ -36,7 +36,7 @@ from .download import download_hashed
 from ..errors import DiskFull, DisdatError, IntegrityError, NotFound
 from ..fsutil import disk_space, require_space, sha256_file
 from ..store.manifest import FileEntry, Manifest
-from .progress import Progress
+from .progress import Listener, Progress
 from . import Remote, transfer_workers
 from .remote import blob_key, pack_key
 from .s3 import MULTIPART
@@ -136,7 +136,7 @@ def _plan_packs(items: List[Tuple[str, Path, int]], workers: int) -> List[List[T
 
 
 def push(ctx: Context, remote: Remote, bundle: Bundle, quiet: bool = False,
-         workers: Optional[int] = None) -> TransferStats:
+         workers: Optional[int] = None, listener: Optional[Listener] = None) -> TransferStats:
     """Make ``bundle`` complete on the remote; a no-op when its manifest is already there."""
     if not bundle.committed:
         raise DisdatError(f"bundle {bundle.name} ({bundle.uuid}) is not committed: `dsdt commit -u {bundle.uuid}` "
@@ -167,7 +167,7 @@ def push(ctx: Context, remote: Remote, bundle: Bundle, quiet: bool = False,
     lock = threading.Lock()
     total_bytes = sum(by_sha[s][0].size for s in new_blobs) + sum(i[2] for i in to_pack)
     with Progress(f"push {m.name}", total_bytes, len(new_blobs) + len(to_pack),
-                  enabled=False if quiet else None) as progress:
+                  enabled=False if quiet else None, listener=listener) as progress:
 
         def upload_blob(sha: str) -> Dict[str, FileEntry]:
             entry, path = by_sha[sha]
@@ -337,7 +337,7 @@ def _pack_runs(entries: List[FileEntry]) -> List[List[FileEntry]]:
 
 
 def pull(ctx: Context, remote: Remote, uuid: str, quiet: bool = False,
-         workers: Optional[int] = None) -> Tuple[Bundle, TransferStats]:
+         workers: Optional[int] = None, listener: Optional[Listener] = None) -> Tuple[Bundle, TransferStats]:
     """Bring bundle ``uuid`` from the remote into ``ctx`` (files included, verified).
 
     The staging directory ``tmp/pull-<uuid>`` is locked while this process fills it, so a second pull of the
@@ -357,7 +357,7 @@ def pull(ctx: Context, remote: Remote, uuid: str, quiet: bool = False,
             b = ctx.bundle(uuid)
             return b, TransferStats(reused=len(b.manifest.files))
         with disk_space(what, ctx.tmp, needed):
-            stats = _fetch_files(ctx, remote, m, staging, quiet, workers or transfer_workers())
+            stats = _fetch_files(ctx, remote, m, staging, quiet, workers or transfer_workers(), listener)
             bundle = staging.close(replace(m.without_locations(), committed=True))
     except DiskFull:
         staging.abandon()
@@ -376,7 +376,7 @@ def _staged_bytes(path: Path) -> int:
 
 
 def _fetch_files(ctx: Context, remote: Remote, m: Manifest, staging: Staging, quiet: bool,
-                 workers: int) -> TransferStats:
+                 workers: int, listener: Optional[Listener]) -> TransferStats:
     rels_by_sha: Dict[str, List[str]] = {}
     for rel in sorted(m.files):
         rels_by_sha.setdefault(m.files[rel].sha256, []).append(rel)
@@ -409,7 +409,7 @@ def _fetch_files(ctx: Context, remote: Remote, m: Manifest, staging: Staging, qu
         (by_pack.setdefault(e.pack, []) if e.pack else blobs).append(e)
 
     with Progress(f"pull {m.name}", sum(e.size for e in missing.values()), len(missing),
-                  enabled=False if quiet else None) as progress:
+                  enabled=False if quiet else None, listener=listener) as progress:
 
         def counted(entries: List[FileEntry], bytes_shown: bool = False) -> None:
             if not bytes_shown:

@@ -7,9 +7,9 @@ a DataFrame. A str is a file only when it is an absolute path to an existing fil
 ``luigi.LocalTarget`` or ``pathlib.Path`` is always a file.
 
 Strings a pipe receives from a bundle's data are :class:`DataText` (``decode(mark_text=True)``): they stay
-strings when the pipe returns them, even when they name an existing file. Otherwise an input bundle (from a shared remote, so untrusted) holding
-the text ``/proc/self/environ`` or ``~/.aws/credentials`` spelled out, passed through by a pipe, would copy
-that file into a new bundle and publish it.
+strings when the pipe returns them, even when they name an existing file. Otherwise an input bundle (from
+a shared remote, so untrusted) holding the text ``/proc/self/environ`` or ``~/.aws/credentials`` spelled
+out, passed through by a pipe, would copy that file into a new bundle and publish it.
 """
 from __future__ import annotations
 

@@ -1,0 +1,324 @@
+"""Run records, leases and logs on the remote: what ran, whether it finished, who runs it now, what it said.
+
+Layout, next to the bundles of a remote context (DESIGN.md)::
+
+    context/<ctx>/runs/<node_id>.json      RunRecord: one per node, its latest attempt (the Luigi target)
+    context/<ctx>/leases/<node_id>.json    Lease: the client running the node now, renewed by a heartbeat
+    context/<ctx>/logs/<node_id>.log       the container's log of that attempt
+
+A record is written ``running`` by the client before it starts a container, and ``succeeded`` or
+``failed`` by the container last, after its output is pushed; the client writes ``timed_out`` or
+``interrupted`` when it stops a container, and ``failed`` when one dies without a word. So a record with
+status ``succeeded`` means the node is complete, and every other run leaves a record saying why it is not.
+
+A lease makes one client the owner of a running node, across machines: it is taken with a create-only
+write (S3's ``If-None-Match``, a lock on file://), renewed every few seconds with a compare-and-swap, and
+deleted at the end. A lease is stale when its owner's process is gone (same machine) or it was not renewed
+for :data:`LEASE_TTL` seconds (elsewhere); a stale lease is taken over with a compare-and-swap, so two
+clients never both win it.
+
+Everything here is read from a shared remote, so it is validated before it is used or printed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import uuid as uuidlib
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+from ..display import has_control
+from ..errors import IntegrityError, NotFound
+from ..store.manifest import CREATED_FORMAT, check_created, check_hex_id, check_name, check_uuid, now_utc
+from .remote import Remote
+
+RUNNING, SUCCEEDED, FAILED, INTERRUPTED, TIMED_OUT = "running", "succeeded", "failed", "interrupted", "timed_out"
+STATUSES = (RUNNING, SUCCEEDED, FAILED, INTERRUPTED, TIMED_OUT)
+FINAL = (SUCCEEDED, FAILED, INTERRUPTED, TIMED_OUT)
+LEASE_TTL = 30.0            # seconds without a renewal before a lease held on another machine is stale
+HEARTBEAT = 5.0             # seconds between renewals
+MAX_TEXT = 2000             # error lines and other free text in a record
+
+
+def _text(value: Any, what: str, limit: int = MAX_TEXT) -> str:
+    if not isinstance(value, str) or len(value) > limit or has_control(value):
+        raise IntegrityError(f"field {what} is not a line of text")
+    return value
+
+
+def _opt(value: Any, check, *args) -> Any:
+    return None if value is None else check(value, *args)
+
+
+def _str_map(value: Any, what: str, check_value=None) -> Dict[str, str]:
+    if not isinstance(value, dict):
+        raise IntegrityError(f"field {what} is not an object")
+    out = {}
+    for k, v in value.items():
+        _text(k, f"{what} key", 200)
+        out[k] = check_value(v, f"field {what}[{k}]:") if check_value else _text(v, f"{what}[{k}]")
+    return out
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One node's latest attempt (see the module docstring)."""
+
+    node_id: str
+    run_id: str                                  # the root node id of the run that started this attempt
+    status: str
+    pipe_cls: str
+    params: Dict[str, str]
+    bundle_name: str                             # the output bundle's name
+    backend: str
+    image: str
+    started: str
+    input_uuid: Optional[str] = None
+    upstream: Dict[str, str] = field(default_factory=dict)        # dependency name -> upstream node id
+    inputs: Dict[str, str] = field(default_factory=dict)          # dependency name -> bundle uuid it read
+    output_uuid: Optional[str] = None
+    job_id: Optional[str] = None                 # container name (Local) or Batch job id
+    host: Optional[str] = None                   # where the client (or the container) ran
+    stopped: Optional[str] = None
+    error: Optional[str] = None
+    attempt: int = 1
+    format: int = 1
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), indent=1, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes, node_id: str) -> "RunRecord":
+        """Parse and validate a record read from the remote; it must be the record of ``node_id``."""
+        try:
+            d = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise IntegrityError(f"the run record of {node_id} is not valid JSON: {exc}") from None
+        if not isinstance(d, dict) or d.get("format") != 1:
+            raise IntegrityError(f"the run record of {node_id} is not a format 1 record")
+        try:
+            record = cls(
+                node_id=check_hex_id(d.get("node_id"), "field node_id:"),
+                run_id=check_hex_id(d.get("run_id"), "field run_id:"),
+                status=d.get("status") if d.get("status") in STATUSES else _bad("status"),
+                pipe_cls=_text(d.get("pipe_cls"), "pipe_cls", 300),
+                params=_str_map(d.get("params", {}), "params"),
+                bundle_name=check_name(d.get("bundle_name")),
+                backend=_text(d.get("backend"), "backend", 40), image=_text(d.get("image"), "image", 300),
+                started=check_created(d.get("started"), "field started:"),
+                input_uuid=_opt(d.get("input_uuid"), check_uuid, "field input_uuid:"),
+                upstream=_str_map(d.get("upstream", {}), "upstream", check_hex_id),
+                inputs=_str_map(d.get("inputs", {}), "inputs", check_uuid),
+                output_uuid=_opt(d.get("output_uuid"), check_uuid, "field output_uuid:"),
+                job_id=_opt(d.get("job_id"), _text, "job_id", 300), host=_opt(d.get("host"), _text, "host", 300),
+                stopped=_opt(d.get("stopped"), check_created, "field stopped:"),
+                error=_opt(d.get("error"), _text, "error"),
+                attempt=d.get("attempt") if isinstance(d.get("attempt"), int) else _bad("attempt"))
+        except IntegrityError:
+            raise
+        except Exception as exc:  # a name, uuid or id in the wrong form raises DisdatError subclasses
+            raise IntegrityError(f"the run record of {node_id} is refused: {exc}") from None
+        if record.node_id != node_id:
+            raise IntegrityError(f"the run record of {node_id} names node {record.node_id}")
+        if record.status == SUCCEEDED and record.output_uuid is None:
+            raise IntegrityError(f"the run record of {node_id} says succeeded without an output")
+        return record
+
+    def finished(self, status: str, error: Optional[str] = None, **changes: Any) -> "RunRecord":
+        """This record with a final status (the error cut to one line)."""
+        line = error.splitlines()[0][:MAX_TEXT] if error else None
+        return replace(self, status=status, error=line, stopped=now_utc(), **changes)
+
+    @property
+    def duration(self) -> Optional[float]:
+        if self.stopped is None:
+            return None
+        parse = lambda s: datetime.strptime(s, CREATED_FORMAT).replace(tzinfo=timezone.utc)  # noqa: E731
+        return (parse(self.stopped) - parse(self.started)).total_seconds()
+
+
+def _bad(what: str) -> Any:
+    raise IntegrityError(f"field {what} has a value that is not allowed")
+
+
+class RunStore:
+    """The records, leases and logs of one remote context."""
+
+    def __init__(self, remote: Remote):
+        self.remote = remote
+        self.store = remote.store
+        self._root = f"context/{remote.context}"
+
+    def record_key(self, node_id: str) -> str:
+        return f"{self._root}/runs/{node_id}.json"
+
+    def lease_key(self, node_id: str) -> str:
+        return f"{self._root}/leases/{node_id}.json"
+
+    def log_key(self, node_id: str) -> str:
+        return f"{self._root}/logs/{node_id}.log"
+
+    # -- records -----------------------------------------------------------------------------------
+    def record(self, node_id: str) -> Optional[RunRecord]:
+        try:
+            raw = self.store.get_bytes(self.record_key(check_hex_id(node_id, "node id")))
+        except NotFound:
+            return None
+        return RunRecord.from_json(raw, node_id)
+
+    def write(self, record: RunRecord) -> None:
+        self.store.put_bytes(self.record_key(record.node_id), record.to_json())
+
+    def update_running(self, node_id: str, change) -> Optional[RunRecord]:
+        """Apply ``change`` (record -> record) only while the record still says running: a compare-and-swap,
+        so a client never overwrites the final record its container wrote meanwhile. Returns what is there."""
+        for _ in range(5):
+            try:
+                raw, version = self.store.get_versioned(self.record_key(node_id))
+            except NotFound:
+                return None
+            record = RunRecord.from_json(raw, node_id)
+            if record.status != RUNNING:
+                return record
+            new = change(record)
+            if self.store.put_if(self.record_key(node_id), new.to_json(), version):
+                return new
+        return self.record(node_id)
+
+    def succeeded(self, node_id: str) -> bool:
+        record = self.record(node_id)
+        return record is not None and record.status == SUCCEEDED
+
+    def node_ids(self) -> List[str]:
+        """Every node with a record (ids in their strict form only; anything else on the remote is ignored)."""
+        prefix = f"{self._root}/runs/"
+        out = []
+        for key in self.store.list(prefix):
+            name = key[len(prefix):]
+            if name.endswith(".json") and "/" not in name:
+                try:
+                    out.append(check_hex_id(name[:-5], "node id"))
+                except IntegrityError:
+                    continue
+        return out
+
+    def records(self) -> Iterator[Tuple[str, Optional[RunRecord], Optional[str]]]:
+        """(node id, record, why it was refused) for every record on the remote."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        ids = self.node_ids()
+
+        def read(node: str) -> Tuple[str, Optional[RunRecord], Optional[str]]:
+            try:
+                return node, self.record(node), None
+            except IntegrityError as exc:
+                return node, None, str(exc)
+
+        with ThreadPoolExecutor(8) as pool:
+            yield from pool.map(read, ids)
+
+    def resolve_prefix(self, prefix: str) -> str:
+        """The one node id that starts with ``prefix`` (as git resolves commits)."""
+        if not prefix or any(c not in "0123456789abcdef" for c in prefix):
+            raise NotFound(f"{prefix!r} is not a run id: use the hex id `dsdt runs` shows")
+        matches = [n for n in self.node_ids() if n.startswith(prefix)]
+        if not matches:
+            raise NotFound(f"no run {prefix} on the remote {self.remote.url} (see `dsdt runs`)")
+        if len(matches) > 1:
+            raise NotFound(f"run id {prefix} is ambiguous ({len(matches)} runs start with it): give more digits")
+        return matches[0]
+
+    # -- logs --------------------------------------------------------------------------------------
+    def write_log(self, node_id: str, text: bytes) -> None:
+        self.store.put_bytes(self.log_key(node_id), text)
+
+    def log(self, node_id: str) -> Optional[bytes]:
+        try:
+            return self.store.get_bytes(self.log_key(node_id))
+        except NotFound:
+            return None
+
+    # -- leases ------------------------------------------------------------------------------------
+    def lease(self, node_id: str) -> Optional[Tuple["Lease", str]]:
+        """The current lease and its version, or None (an unreadable lease counts as stale)."""
+        try:
+            raw, version = self.store.get_versioned(self.lease_key(node_id))
+        except NotFound:
+            return None
+        return Lease.from_json(raw), version
+
+    def take(self, node_id: str, lease: "Lease", over: Optional[str] = None) -> Optional[str]:
+        """Take the lease (``over``: replacing that stale version); its new version, or None if beaten."""
+        key = self.lease_key(node_id)
+        if not self.store.put_if(key, lease.to_json(), over):
+            return None
+        return self.store.get_versioned(key)[1]
+
+    def renew(self, node_id: str, lease: "Lease", version: str) -> Optional[str]:
+        return self.take(node_id, replace(lease, renewed=time.time()), over=version)
+
+    def release(self, node_id: str) -> None:
+        self.store.delete(self.lease_key(node_id))
+
+
+def host_id() -> str:
+    """This machine: hostname plus its machine id, so two hosts both called 'localhost' differ."""
+    try:
+        machine = open("/etc/machine-id").read().strip()[:12]
+    except OSError:
+        machine = ""
+    return f"{socket.gethostname()}/{machine}" if machine else socket.gethostname()
+
+
+def _process_start(pid: int) -> Optional[str]:
+    """When ``pid`` started (field 22 of /proc/pid/stat): tells a live owner from a reused pid."""
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+@dataclass(frozen=True)
+class Lease:
+    owner: str                  # a fresh uuid per client process
+    host: str
+    pid: int
+    pid_start: Optional[str]
+    renewed: float              # epoch seconds of the last renewal (by the owner's clock)
+    job_id: Optional[str] = None
+    backend: str = "Local"
+
+    @classmethod
+    def mine(cls, backend: str) -> "Lease":
+        """A new lease for this process (a fresh owner id: forked Luigi workers each get their own)."""
+        return cls(owner=uuidlib.uuid4().hex, host=host_id(), pid=os.getpid(),
+                   pid_start=_process_start(os.getpid()), renewed=time.time(), backend=backend)
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> "Lease":
+        try:
+            d = json.loads(raw)
+            lease = cls(owner=str(d["owner"]), host=str(d["host"]), pid=int(d["pid"]),
+                        pid_start=None if d.get("pid_start") is None else str(d["pid_start"]),
+                        renewed=float(d["renewed"]), job_id=None if d.get("job_id") is None else str(d["job_id"]),
+                        backend=str(d.get("backend", "Local")))
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            return cls(owner="?", host="?", pid=0, pid_start=None, renewed=0.0)  # unreadable: stale at once
+        return lease
+
+    def stale(self, now: Optional[float] = None) -> bool:
+        """The owner is gone: its process (on this machine) or its heartbeat (anywhere)."""
+        if self.host == host_id():
+            return _process_start(self.pid) is None or _process_start(self.pid) != self.pid_start
+        return (now or time.time()) - self.renewed > LEASE_TTL
+
+    def describe(self) -> str:
+        return f"pid {self.pid} on {self.host}"
+
