@@ -107,7 +107,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 def _run(job: NodeJob, remote, runs) -> tuple:
     """Pull the inputs, run the pipe, push its output: (output uuid, {dependency: uuid read})."""
     from ..config import pipe_root
-    from ..pipe.loader import instantiate_params, load_pipe_class
+    from ..pipe.loader import from_canonical, load_pipe_class
     from ..pipe.produce import produce
     from ..remotes.transfer import pull, push
     from ..store.context import RemoteBinding
@@ -120,7 +120,7 @@ def _run(job: NodeJob, remote, runs) -> tuple:
     ctx.bind_remote(RemoteBinding(job.remote_context, job.remote_url))
     node = job.node
     cls = load_pipe_class(node.pipe_cls, pipe_root())
-    task = cls(**instantiate_params(cls, json.dumps(node.params)))
+    task = from_canonical(cls, node.params)
     upstream = {}
     for dep, up_id in node.upstream.items():
         up = runs.record(up_id)

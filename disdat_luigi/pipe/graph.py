@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Mapping, Optional
+from typing import Callable, Dict, List, Mapping
 
 from ..errors import DisdatError
 from . import identity
+from .loader import canonical_params
 from .task import PipeTask
 
 
@@ -78,7 +79,7 @@ def expand(root: PipeTask, output_name: str) -> Graph:
         visiting.pop()
         is_root = task is root
         nodes[key] = Node(
-            key=key, pipe_cls=task.pipe_path(), params=dict(sorted(task.to_str_params().items())),
+            key=key, pipe_cls=task.pipe_path(), params=canonical_params(task),
             upstream={name: dep.task_id for name, dep in deps.items()},
             bundle_name=identity.bundle_name(output_name=output_name, is_root=is_root, set_name=task.set_name,
                                              dependency_name=dependency_names.get(key),
@@ -88,6 +89,3 @@ def expand(root: PipeTask, output_name: str) -> Graph:
     visit(root)
     return Graph(nodes, root.task_id)
 
-
-def node_of(graph: Graph, task: PipeTask) -> Optional[Node]:
-    return graph.nodes.get(task.task_id)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Mapping, Optional, Tuple
 
 ID_LENGTH = 32      # hex digits: 128 bits
 
@@ -55,7 +55,3 @@ def short(node: str) -> str:
     """The prefix shown to people (as git shows commits)."""
     return node[:12]
 
-
-def params_dict(params: Dict[str, str]) -> Dict[str, str]:
-    """Canonical parameters are ``{name: luigi-serialized string}``, sorted."""
-    return {k: params[k] for k in sorted(params)}

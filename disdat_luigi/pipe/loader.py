@@ -118,18 +118,18 @@ def params_from_json(cls: Type[PipeTask], text: str) -> Dict[str, Any]:
     return values
 
 
-def canonical_params(cls: Type[PipeTask], values: Dict[str, Any]) -> str:
-    """Every parameter (defaults included) as Luigi strings, as sorted JSON: the form run ids hash."""
-    try:
-        task = cls(**values)
-    except Exception as exc:  # a missing required parameter, mostly
-        raise DisdatError(f"cannot make {cls.__name__} with {values}: {exc}") from None
-    return json.dumps(task.to_str_params(), sort_keys=True)
+def canonical_params(task: PipeTask) -> Dict[str, str]:
+    """Every parameter of a pipe instance (defaults included) as Luigi strings, sorted: what node ids hash
+    and what the container receives. The same values given on the command line or as JSON give the same."""
+    return dict(sorted(task.to_str_params().items()))
 
 
-def instantiate_params(cls: Type[PipeTask], canonical: str) -> Dict[str, Any]:
+def from_canonical(cls: Type[PipeTask], canonical: Dict[str, str]) -> PipeTask:
     """The inverse of canonical_params (in the container)."""
-    return dict(cls.from_str_params(json.loads(canonical)).param_kwargs)
+    try:
+        return cls.from_str_params(canonical)
+    except Exception as exc:
+        raise DisdatError(f"bad parameters for {cls.pipe_path()}: {type(exc).__name__}: {exc}") from None
 
 
 def files_of(pipe_root: Path) -> List[Path]:

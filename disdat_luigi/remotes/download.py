@@ -15,7 +15,7 @@ import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, List
+from typing import Callable, List, Tuple
 
 from ..errors import IntegrityError
 from .base import ObjectStore
@@ -25,11 +25,17 @@ RANGE_MIN = 64 * MiB    # one stream per 64 MiB, at most ``streams``
 READ = 4 * MiB
 
 
+def range_bounds(size: int, streams: int) -> List[Tuple[int, int]]:
+    """Contiguous [start, end) ranges covering ``size`` bytes: one per RANGE_MIN bytes, at most ``streams``."""
+    n = max(1, min(streams, size // RANGE_MIN))
+    return [(i * size // n, (i + 1) * size // n) for i in range(n)]
+
+
 def download_hashed(store: ObjectStore, key: str, size: int, dst: Path, on_bytes: Callable[[int], None],
                     streams: int = 4) -> str:
     """Write object ``key`` (``size`` bytes) to ``dst``; returns the sha256 of what was written."""
-    n = max(1, min(streams, size // RANGE_MIN))
-    bounds = [(i * size // n, (i + 1) * size // n) for i in range(n)]
+    bounds = range_bounds(size, streams)
+    n = len(bounds)
     landed = [start for start, _ in bounds]  # range i has bytes [start, landed[i]) on disk
     cond = threading.Condition()
     fd = os.open(dst, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)

@@ -117,7 +117,7 @@ def _known_locations(remote: Remote, name: str) -> Dict[str, FileEntry]:
     return {e.sha256: e for e in previous.files.values()}
 
 
-def _plan_packs(items: List[Tuple[str, Path, int]], workers: int) -> List[List[Tuple[str, Path, int]]]:
+def plan_packs(items: List[Tuple[str, Path, int]], workers: int) -> List[List[Tuple[str, Path, int]]]:
     """Split (sha, path, size) items, in a fixed order, into packs sized so that the pool stays busy."""
     total = sum(size for _, _, size in items)
     target = min(PACK_MAX, max(PACK_MIN, math.ceil(total / max(1, workers))))
@@ -161,7 +161,7 @@ def push(ctx: Context, remote: Remote, bundle: Bundle, quiet: bool = False,
         located[s] = FileEntry(s, by_sha[s][0].size)
     new_blobs = sorted(blob_shas - set(located))
     to_pack = [(s, p, e.size) for s, (e, p) in by_sha.items() if s not in blob_shas and s not in located]
-    packs = _plan_packs(to_pack, workers)
+    packs = plan_packs(to_pack, workers)
 
     stats = TransferStats(reused=sum(1 for rel in m.files if m.files[rel].sha256 in located))
     lock = threading.Lock()
@@ -323,7 +323,7 @@ def read_exactly(stream, length: int) -> bytes:
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-def _pack_runs(entries: List[FileEntry]) -> List[List[FileEntry]]:
+def pack_runs(entries: List[FileEntry]) -> List[List[FileEntry]]:
     """Entries of one pack, by offset, grouped into runs that one ranged GET can serve."""
     runs: List[List[FileEntry]] = []
     for e in sorted(entries, key=lambda e: e.offset or 0):
@@ -459,7 +459,7 @@ def _fetch_files(ctx: Context, remote: Remote, m: Manifest, staging: Staging, qu
             for e in blobs:
                 pool.submit(fetch_blob, e)
             for pack, entries in by_pack.items():
-                for run in _pack_runs(entries):
+                for run in pack_runs(entries):
                     start, end = run[0].offset or 0, (run[-1].offset or 0) + run[-1].size
                     pool.submit(fetch_range, pack_key(pack), run, start, end - start)
             for fetched in pool.results():
