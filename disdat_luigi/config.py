@@ -146,6 +146,16 @@ def _role_arn(text: str) -> str:
     return text.strip()
 
 
+_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}=[^,=\x00-\x1f]{0,256}$")
+
+
+def _labels(text: str) -> Dict[str, str]:
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not all(_LABEL.match(item) for item in items):
+        raise ValueError("comma-separated key=value pairs, e.g. team=data,project=churn")
+    return dict(item.split("=", 1) for item in items)
+
+
 def _text(text: str) -> str:
     if any(ord(c) < 32 or ord(c) == 127 for c in text):
         raise ValueError("text without control characters")
@@ -177,6 +187,7 @@ SCHEMA: Dict[Tuple[str, str], Setting] = {
     ("run", "gpus"): Setting(_int(0, 16), 0, "GPUs of a Batch job"),
     ("run", "job_role_arn"): Setting(_role_arn, None, "the IAM role of Batch jobs"),
     ("run", "attempts"): Setting(_int(1, 10), 1, "Batch retry attempts of a job"),
+    ("run", "labels"): Setting(_labels, {}, "extra labels (tags on Batch) of every container"),
     ("dockerize", "base_image"): Setting(_text, "python:3.11-slim", "base of the pipe images"),
     ("dockerize", "registry"): Setting(_text, None, "registry the images are pushed to"),
     ("dockerize", "repository_prefix"): Setting(_text, None, "prefix of the image repositories"),

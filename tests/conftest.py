@@ -1,4 +1,10 @@
-"""Shared fixtures. Service fixtures (Docker, SeaweedFS, luigid) live in tests/fixtures_services.py."""
+"""Shared fixtures of every tier: unit/ (no services), store/ (local store, remotes, apply), containers/
+(Docker engine), scheduler/ (luigid, Chromium), batch/ (moto's AWS Batch).
+
+Isolation: every test runs without the developer's DISDAT_*, AWS_* and Luigi settings, labels the
+containers it makes with its own ``disdat.test`` label (and asserts only on those), and the images a test
+session builds are tagged under a prefix of their own, so `make demo` or a benchmark can run beside it.
+A missing service is a failure, never a skip."""
 from __future__ import annotations
 
 import hashlib
@@ -25,13 +31,18 @@ class Result:
 _USER_SETTINGS = ("DISDAT_", "AWS_", "LUIGI_CONFIG_PATH", "BOTO_")
 
 
+IMAGE_PREFIX = f"disdat-test-{os.getpid()}"   # this session's image names: <prefix>/disdat-<module>:latest
+_TEST_LABEL = ""
+
+
 @pytest.fixture(autouse=True)
-def isolated_settings(monkeypatch, tmp_path):
+def isolated_settings(monkeypatch, tmp_path, request):
     """No test sees the developer's Disdat, AWS or Luigi settings; every test gets its own home.
 
     The one setting every test shares: this machine's Docker engine runs without a bridge network, so
     containers use the host's network (as `make demo` does), as a user of such an engine would configure.
     """
+    global _TEST_LABEL
     for name in list(os.environ):
         if name.startswith(_USER_SETTINGS):
             monkeypatch.delenv(name)
@@ -39,6 +50,9 @@ def isolated_settings(monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
     monkeypatch.setenv("DISDAT_RUN_NETWORK_MODE", "host")
+    monkeypatch.setenv("DISDAT_DOCKERIZE_REPOSITORY_PREFIX", IMAGE_PREFIX)
+    _TEST_LABEL = hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:16]
+    monkeypatch.setenv("DISDAT_RUN_LABELS", f"disdat.test={_TEST_LABEL}")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -184,17 +198,28 @@ TEST_PIPES = REPO / "tests" / "pipe_root"
 
 @pytest.fixture(scope="session")
 def docker_ready():
-    """A Docker engine (started for this test run if none answers) and the registry-free base image."""
+    """A Docker engine (started for this test run if none answers) and the registry-free base image; the
+    session's image tags are removed at the end (the images stay, for the next session to re-tag)."""
     with services.docker_engine():
         services.ensure_base_image()
         yield services.BASE_IMAGE
+        import docker
+
+        client = docker.from_env()
+        for image in client.images.list():
+            for tag in image.tags:
+                if tag.startswith(IMAGE_PREFIX + "/"):
+                    client.images.remove(tag)
 
 
 def _dockerize(pipe_root: Path, base: str) -> None:
+    from unittest import mock
+
     from disdat_luigi.containers.dockerize import dockerize
 
-    for line in dockerize(pipe_root, base=base):
-        print(line)
+    with mock.patch.dict(os.environ, DISDAT_DOCKERIZE_REPOSITORY_PREFIX=IMAGE_PREFIX):
+        for line in dockerize(pipe_root, base=base):
+            print(line)
 
 
 @pytest.fixture(scope="session")
@@ -242,9 +267,9 @@ def registry(tmp_path_factory, docker_ready):
 
 
 def docker_containers(**labels):
-    """Containers (running or not) carrying these labels."""
+    """This test's containers (running or not), with these labels too."""
     import docker
 
     client = docker.from_env()
-    filters = {"label": [f"{k}={v}" for k, v in labels.items()] or ["disdat.node_id"]}
+    filters = {"label": [f"disdat.test={_TEST_LABEL}"] + [f"{k}={v}" for k, v in labels.items()]}
     return client.containers.list(all=True, filters=filters)

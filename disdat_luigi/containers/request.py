@@ -88,6 +88,7 @@ def run_request(job: NodeJob, image: str, secrets: Dict[str, str]) -> RunRequest
     return RunRequest(
         image=image, args=["--job", job.to_json()], environment=env, secrets=secrets,
         name=f"disdat-{node.node_id[:12]}-{os.urandom(3).hex()}", remote_url=job.remote_url,
-        labels={"disdat.node_id": node.node_id, "disdat.run_id": job.run_id, "disdat.pipe_cls": node.pipe_cls},
+        labels={**config.get("run", "labels"), "disdat.node_id": node.node_id, "disdat.run_id": job.run_id,
+                "disdat.pipe_cls": node.pipe_cls},
         timeout=config.get("run", "timeout"),
         resources=Resources(config.get("run", "vcpus"), config.get("run", "memory"), config.get("run", "gpus")))

@@ -16,6 +16,7 @@ from typing import BinaryIO, Iterator, Optional, Tuple
 from ..errors import NotFound, RemoteError
 from ..fsutil import atomic_write, disk_space
 from .base import ObjectStore, OnBytes
+from .faults import checkpoint
 
 
 class FileStore(ObjectStore):
@@ -49,6 +50,7 @@ class FileStore(ObjectStore):
                     yield (Path(root) / n).relative_to(self.root).as_posix()
 
     def get_bytes(self, key: str) -> bytes:
+        checkpoint("get", key)
         try:
             return self._path(key).read_bytes()
         except FileNotFoundError:
@@ -56,6 +58,7 @@ class FileStore(ObjectStore):
 
     @contextlib.contextmanager
     def open_range(self, key: str, start: int, length: int) -> Iterator[BinaryIO]:
+        checkpoint("get", key)
         try:
             f = open(self._path(key), "rb")
         except FileNotFoundError:
@@ -65,10 +68,12 @@ class FileStore(ObjectStore):
             yield f
 
     def put_bytes(self, key: str, data: bytes) -> None:
+        checkpoint("put", key)
         with self._writing(key, len(data)):
             atomic_write(self._path(key), data)
 
     def upload_file(self, key: str, path: Path, on_bytes: OnBytes) -> None:
+        checkpoint("put", key)
         dst = self._path(key)
         size = path.stat().st_size
         with self._writing(key, size):

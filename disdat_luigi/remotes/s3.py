@@ -17,6 +17,7 @@ from typing import Any, BinaryIO, Dict, Iterator, List, Optional, Tuple
 from .. import config
 from ..errors import NotFound, RemoteError
 from .base import ObjectStore, OnBytes
+from .faults import checkpoint
 
 # luigi.cfg [s3] keys that are boto3 client arguments (luigi's S3Client passes the same ones).
 _CLIENT_KEYS = ("endpoint_url", "region_name", "aws_access_key_id", "aws_secret_access_key",
@@ -160,11 +161,13 @@ class S3Store(ObjectStore):
                     yield obj["Key"][skip:]
 
     def get_bytes(self, key: str) -> bytes:
+        checkpoint("get", key)
         with self._errors(key):
             return self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"].read()
 
     @contextlib.contextmanager
     def open_range(self, key: str, start: int, length: int) -> Iterator[BinaryIO]:
+        checkpoint("get", key)
         with self._errors(key):
             body = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key,
                                           Range=f"bytes={start}-{start + length - 1}")["Body"]
@@ -174,10 +177,12 @@ class S3Store(ObjectStore):
                 body.close()
 
     def put_bytes(self, key: str, data: bytes) -> None:
+        checkpoint("put", key)
         with self._errors(key):
             self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data)
 
     def upload_file(self, key: str, path: Path, on_bytes: OnBytes) -> None:
+        checkpoint("put", key)
         with self._errors(key):
             future = self.manager.upload(str(path), self.bucket, self.prefix + key, subscribers=[_Progress(on_bytes)])
             try:

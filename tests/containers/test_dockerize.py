@@ -7,7 +7,7 @@ import urllib.request
 
 import pytest
 
-from conftest import REPO, TEST_PIPES, assert_user_error, run_dsdt
+from conftest import IMAGE_PREFIX, REPO, TEST_PIPES, assert_user_error, run_dsdt
 
 
 @pytest.fixture
@@ -33,9 +33,11 @@ def test_up_to_date_image_is_not_rebuilt(test_pipes_image, docker_ready):
 
     r = _dockerize("--base-image", docker_ready, str(TEST_PIPES))
     assert r.code == 0, r.err
-    assert "up to date" in r.out and "tagged disdat-slow:latest" in r.out and "tagged disdat-chain:latest" in r.out
-    image = docker.from_env().images.get("disdat-slow:latest")
-    assert image.id == docker.from_env().images.get("disdat-envcheck:latest").id  # one image, one tag per module
+    lines = r.out.splitlines()
+    assert lines[0].startswith("up to date: ") and not any(line.startswith("building") for line in lines)
+    assert f"tagged {IMAGE_PREFIX}/disdat-slow:latest" in r.out and f"tagged {IMAGE_PREFIX}/disdat-chain:latest" in r.out
+    image = docker.from_env().images.get(f"{IMAGE_PREFIX}/disdat-slow:latest")
+    assert image.id == docker.from_env().images.get(f"{IMAGE_PREFIX}/disdat-envcheck:latest").id  # one image, a tag each
     assert image.labels["disdat.code_version"] and image.labels["disdat.package_version"]
     assert image.labels["disdat.base_image"] == docker_ready
 
@@ -63,18 +65,29 @@ def test_dockerize_bad_inputs(docker_ready, tmp_path):
 
 def test_a_stale_image_is_refused_with_the_command_that_fixes_it(home, docker_ready, tmp_path, monkeypatch, cli,
                                                                    test_pipes_image, untag):
+    """A pipe_root of its own (a unique file in it), so that the first dockerize really builds an image that
+    nothing else shares; removing its one tag removes it, and the build cache it leaves behind (layers that
+    are not a finished image) must not pass for the image."""
+    import uuid
+
+    import docker
+
     untag("stale-test/disdat-slow:latest")
     root = tmp_path / "pipe_root"
     shutil.copytree(TEST_PIPES, root, ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "unique.txt").write_text(uuid.uuid4().hex)
     env = {"DISDAT_DOCKERIZE_REPOSITORY_PREFIX": "stale-test", "DISDAT_PIPE_ROOT": str(root)}
     monkeypatch.setenv("DISDAT_DOCKERIZE_REPOSITORY_PREFIX", "stale-test")
     monkeypatch.setenv("DISDAT_PIPE_ROOT", str(root))
-    assert _dockerize("--base-image", docker_ready, str(root), "slow", env=env).code == 0
-    import docker
-
+    first = _dockerize("--base-image", docker_ready, str(root), "slow", env=env)
+    assert first.code == 0 and first.out.startswith("building the image of"), first.out
     client = docker.from_env()
-    client.images.remove("stale-test/disdat-slow:latest")  # the build cache stays: it must not pass for an image
-    assert _dockerize("--base-image", docker_ready, str(root), "slow", env=env).code == 0
+    built = client.images.get("stale-test/disdat-slow:latest").id
+    client.images.remove("stale-test/disdat-slow:latest")
+    with pytest.raises(docker.errors.ImageNotFound):
+        client.images.get(built)  # the image is gone; its build cache stays
+    again = _dockerize("--base-image", docker_ready, str(root), "slow", env=env)
+    assert again.code == 0 and again.out.startswith("building the image of"), again.out
     assert client.images.get("stale-test/disdat-slow:latest").attrs["Config"]["Entrypoint"] == ["dsdt-entrypoint"]
     assert cli("remote", "shared", (tmp_path / "remote").as_uri()).code == 0
     (root / "slow.py").write_text((root / "slow.py").read_text() + "\n# changed after dockerize\n")
@@ -86,10 +99,11 @@ def test_a_stale_image_is_refused_with_the_command_that_fixes_it(home, docker_re
 
 
 def test_push_to_a_registry(test_pipes_image, docker_ready, registry, untag):
-    untag(f"{registry}/disdat-slow:latest")
+    name = f"{registry}/{IMAGE_PREFIX}/disdat-slow:latest"
+    untag(name)
     env = {"DISDAT_DOCKERIZE_REGISTRY": registry}
     r = _dockerize("--base-image", docker_ready, "--push", str(TEST_PIPES), "slow", env=env)
     assert r.code == 0, r.err
-    assert f"pushed {registry}/disdat-slow:latest" in r.out
+    assert r.out.splitlines()[-1] == f"pushed {name}"
     with urllib.request.urlopen(f"http://{registry}/v2/_catalog", timeout=10) as resp:
-        assert "disdat-slow" in json.loads(resp.read())["repositories"]
+        assert json.loads(resp.read())["repositories"] == [f"{IMAGE_PREFIX}/disdat-slow"]
