@@ -132,16 +132,16 @@ _NETWORK = re.compile(r"^(default|bridge|host|none|container:[A-Za-z0-9][A-Za-z0
 
 
 def _network_mode(text: str) -> str:
-    if not _NETWORK.match(text.strip()):
+    if not _NETWORK.fullmatch(text.strip()):
         raise ValueError("default, bridge, host, none, container:NAME or the name of a Docker network")
     return text.strip()
 
 
-_ARN_ROLE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
+_ARN_ROLE = re.compile(r"arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9_+=,.@/-]{1,512}")
 
 
 def _role_arn(text: str) -> str:
-    if not _ARN_ROLE.match(text.strip()):
+    if not _ARN_ROLE.fullmatch(text.strip()):
         raise ValueError("an IAM role ARN, arn:aws:iam::123456789012:role/NAME")
     return text.strip()
 
@@ -151,7 +151,7 @@ _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}=[^,=\x00-\x1f]{0,256}$")
 
 def _labels(text: str) -> Dict[str, str]:
     items = [item.strip() for item in text.split(",") if item.strip()]
-    if not all(_LABEL.match(item) for item in items):
+    if not all(_LABEL.fullmatch(item) for item in items):
         raise ValueError("comma-separated key=value pairs, e.g. team=data,project=churn")
     return dict(item.split("=", 1) for item in items)
 

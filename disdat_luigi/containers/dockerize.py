@@ -57,9 +57,9 @@ def base_image(override: Optional[str] = None) -> str:
 def image_repository(module: str) -> str:
     """``a.b`` -> ``[registry/][prefix/]disdat-a-b``."""
     name = "disdat-" + module.replace(".", "-").lower()
-    prefix = [p.strip("/") for p in (config.get("dockerize", "registry"),
-                                     config.get("dockerize", "repository_prefix")) if p and p.strip("/")]
-    return "/".join(prefix + [name])
+    registry, prefix = config.get("dockerize", "registry"), config.get("dockerize", "repository_prefix")
+    parts = [p.strip("/") for p in (registry, prefix.lower() if prefix else None) if p and p.strip("/")]
+    return "/".join(parts + [name])
 
 
 def image_name(module: str) -> str:

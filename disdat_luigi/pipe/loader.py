@@ -60,8 +60,13 @@ def _params(cls: Type[PipeTask]) -> Dict[str, luigi.Parameter]:
 
 
 def _parse_one(cls: Type[PipeTask], name: str, param: luigi.Parameter, raw: Any) -> Any:
+    """A parameter's value from its Luigi string, or from a typed JSON value taken through that string form,
+    so that ``3``, ``"3"`` and ``--x 3`` give one value (and ``3.7`` for an IntParameter is refused)."""
     try:
-        value = param.parse(raw) if isinstance(raw, str) else param.normalize(raw)
+        text = raw if isinstance(raw, str) else param.serialize(param.normalize(raw))
+        if not isinstance(raw, (str, bool)) and isinstance(param, luigi.BoolParameter):
+            raise ValueError("use true or false")
+        value = param.parse(text)
         param.serialize(value)
         return value
     except Exception as exc:
@@ -125,11 +130,16 @@ def canonical_params(task: PipeTask) -> Dict[str, str]:
 
 
 def from_canonical(cls: Type[PipeTask], canonical: Dict[str, str]) -> PipeTask:
-    """The inverse of canonical_params (in the container)."""
+    """The inverse of canonical_params (in the container): every value parsed by its own parameter."""
+    params = _params(cls)
+    unknown = sorted(set(canonical) - set(params))
+    if unknown:
+        raise _unknown(cls, "--" + unknown[0].replace("_", "-"))
+    values = {name: _parse_one(cls, name, params[name], text) for name, text in canonical.items()}
     try:
-        return cls.from_str_params(canonical)
+        return cls(**values)
     except Exception as exc:
-        raise DisdatError(f"bad parameters for {cls.pipe_path()}: {type(exc).__name__}: {exc}") from None
+        raise DisdatError(f"cannot make {cls.pipe_path()} with {canonical}: {exc}") from None
 
 
 def files_of(pipe_root: Path) -> List[Path]:

@@ -22,6 +22,7 @@ Everything here is read from a shared remote, so it is validated before it is us
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import time
@@ -30,7 +31,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-from ..display import has_control
+from ..display import has_control, safe
 from ..errors import IntegrityError, NotFound
 from ..store.manifest import CREATED_FORMAT, check_created, check_hex_id, check_name, check_uuid, now_utc
 from .remote import Remote
@@ -129,7 +130,7 @@ class RunRecord:
 
     def finished(self, status: str, error: Optional[str] = None, **changes: Any) -> "RunRecord":
         """This record with a final status (the error cut to one line)."""
-        line = error.splitlines()[0][:MAX_TEXT] if error else None
+        line = safe(error.splitlines()[0])[:MAX_TEXT] if error and error.strip() else None
         return replace(self, status=status, error=line, stopped=now_utc(), **changes)
 
     @property
@@ -309,6 +310,8 @@ class Lease:
                         pid_start=None if d.get("pid_start") is None else str(d["pid_start"]),
                         renewed=float(d["renewed"]), job_id=None if d.get("job_id") is None else str(d["job_id"]),
                         backend=str(d.get("backend", "Local")))
+            if not math.isfinite(lease.renewed):
+                raise ValueError("renewed is not a time")
         except (ValueError, KeyError, TypeError, UnicodeDecodeError):
             return cls(owner="?", host="?", pid=0, pid_start=None, renewed=0.0)  # unreadable: stale at once
         return lease

@@ -26,13 +26,13 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _HEX_ID = re.compile(r"^[0-9a-f]{16,64}$")
 CREATED_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
-_CREATED = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
+_CREATED = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
 MAX_TAG_KEY, MAX_TAG_VALUE, MAX_PATH, MAX_PATH_PART = 128, 1024, 1024, 255
 
 
 def check_name(name: str, what: str = "bundle name") -> str:
     """Bundle and context names end up in paths and S3 keys: letters, digits, '.', '_' and '-' only."""
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise DisdatError(f"invalid {what} {safe(repr(name))[:80]}: use letters, digits, '.', '_' and '-' (at most "
                           f"200), starting with a letter or digit")
     return name
@@ -40,21 +40,21 @@ def check_name(name: str, what: str = "bundle name") -> str:
 
 def check_uuid(text: Any, what: str = "uuid") -> str:
     """A bundle uuid in its one canonical form (lowercase, hyphenated): it names files and keys."""
-    if not (isinstance(text, str) and _UUID.match(text)):
+    if not (isinstance(text, str) and _UUID.fullmatch(text)):
         raise IntegrityError(f"{what} {safe(repr(text))[:80]} is not a uuid")
     return text
 
 
 def check_hex_id(text: Any, what: str) -> str:
     """Run, node and processing ids: lowercase hex, 16 to 64 digits."""
-    if not (isinstance(text, str) and _HEX_ID.match(text)):
+    if not (isinstance(text, str) and _HEX_ID.fullmatch(text)):
         raise IntegrityError(f"{what} {safe(repr(text))[:80]} is not a hex id")
     return text
 
 
 def check_created(text: Any, what: str = "created") -> str:
     """A UTC timestamp exactly as :func:`now_utc` writes it (it becomes part of remote keys)."""
-    if isinstance(text, str) and _CREATED.match(text):
+    if isinstance(text, str) and _CREATED.fullmatch(text):
         try:
             datetime.strptime(text, CREATED_FORMAT)
             return text
@@ -91,9 +91,13 @@ def parse_tags(texts: Optional[Iterable[str]]) -> Dict[str, str]:
 def check_relpath(path: str) -> str:
     """A file's path inside a bundle: relative, POSIX, no '..' or '.' parts, nothing that escapes, bounded."""
     parts = path.split("/") if isinstance(path, str) else []
+    try:
+        sizes = [len(part.encode()) for part in parts]
+    except UnicodeEncodeError:  # a lone surrogate: no filesystem can hold it
+        sizes = [MAX_PATH + 1]
     if (not parts or not path or "\\" in path or has_control(path) or path.startswith("/")
-            or any(part in ("", ".", "..") for part in parts) or len(path.encode()) > MAX_PATH
-            or any(len(part.encode()) > MAX_PATH_PART for part in parts)):
+            or any(part in ("", ".", "..") for part in parts) or sum(sizes) + len(parts) - 1 > MAX_PATH
+            or any(size > MAX_PATH_PART for size in sizes)):
         raise IntegrityError(f"unsafe file path {safe(repr(path))[:120]} in a bundle: paths must be relative, stay "
                              f"inside the bundle and be at most {MAX_PATH} bytes")
     return path
@@ -128,11 +132,11 @@ class FileEntry:
         if not isinstance(d, dict):
             raise IntegrityError(f"field {where} is not an object")
         sha, size, pack, offset = d.get("sha256"), d.get("size"), d.get("pack"), d.get("offset")
-        if not (isinstance(sha, str) and _SHA256.match(sha)):
+        if not (isinstance(sha, str) and _SHA256.fullmatch(sha)):
             raise IntegrityError(f"field {where}.sha256 is not a sha256")
         if not _is_count(size):
             raise IntegrityError(f"field {where}.size is not a size in bytes")
-        if pack is not None and not (isinstance(pack, str) and _SHA256.match(pack) and _is_count(offset)):
+        if pack is not None and not (isinstance(pack, str) and _SHA256.fullmatch(pack) and _is_count(offset)):
             raise IntegrityError(f"field {where}.pack/offset is not a pack location")
         return cls(sha, size, pack, offset if pack is not None else None)
 

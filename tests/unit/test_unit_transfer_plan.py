@@ -1,0 +1,215 @@
+"""Pure planning in the transfer engine: packs, ranged-read runs, short reads, download ranges."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from disdat_luigi.remotes.download import RANGE_MIN, range_bounds
+from disdat_luigi.remotes.transfer import COALESCE_GAP, PACK_MAX, PACK_MIN, pack_runs, plan_packs, read_exactly
+from disdat_luigi.store.manifest import FileEntry
+
+KiB = 1024
+MiB = 1024 * KiB
+
+
+def items_of(*sizes):
+    return [(f"{i:064x}", Path(f"f{i}"), size) for i, size in enumerate(sizes)]
+
+
+def target_of(items, workers):
+    return min(PACK_MAX, max(PACK_MIN, math.ceil(sum(s for _, _, s in items) / max(1, workers))))
+
+
+def check_packing(items, workers, packs):
+    """Order kept, each item exactly once, each pack within the target, each pack full before the next."""
+    assert [item for pack in packs for item in pack] == items
+    assert all(pack for pack in packs)
+    target = target_of(items, workers)
+    assert PACK_MIN <= target <= PACK_MAX
+    for pack in packs:
+        assert sum(s for _, _, s in pack) <= target or len(pack) == 1
+    for pack, following in zip(packs, packs[1:]):
+        assert sum(s for _, _, s in pack) + following[0][2] > target  # it was cut only when the next did not fit
+
+
+def test_plan_packs_constants_are_as_documented():
+    assert (PACK_MIN, PACK_MAX, COALESCE_GAP) == (1 * MiB, 8 * MiB, 1 * MiB)
+
+
+def test_plan_packs_of_nothing_is_no_pack():
+    assert plan_packs([], 10) == []
+
+
+def test_plan_packs_small_total_uses_packs_of_pack_min():
+    items = items_of(*[100 * KiB] * 100)  # ~9.8 MiB over 10 workers: below PACK_MIN each, so 1 MiB packs
+    packs = plan_packs(items, 10)
+    check_packing(items, 10, packs)
+    assert [len(p) for p in packs] == [10] * 10
+
+
+def test_plan_packs_medium_total_gives_one_pack_per_worker():
+    items = items_of(*[256 * KiB] * 160)  # 40 MiB over 10 workers: 4 MiB packs
+    packs = plan_packs(items, 10)
+    check_packing(items, 10, packs)
+    assert [len(p) for p in packs] == [16] * 10
+
+
+def test_plan_packs_large_total_is_capped_at_pack_max():
+    items = items_of(*[512 * KiB] * 1000)  # 500 MiB over 4 workers: 8 MiB packs, never 125 MiB
+    packs = plan_packs(items, 4)
+    check_packing(items, 4, packs)
+    assert [len(p) for p in packs] == [16] * 62 + [8]
+    assert max(sum(s for _, _, s in p) for p in packs) == PACK_MAX
+
+
+def test_plan_packs_uneven_sizes_keep_order_and_bounds():
+    sizes = [(i * 7919) % (900 * KiB) + 1 for i in range(300)]
+    items = items_of(*sizes)
+    for workers in (1, 3, 10, 64):
+        check_packing(items, workers, plan_packs(items, workers))
+
+
+def test_plan_packs_an_item_above_the_target_travels_alone():
+    items = items_of(KiB, 9 * MiB, KiB)
+    assert plan_packs(items, 1) == [[items[0]], [items[1]], [items[2]]]
+
+
+def test_plan_packs_zero_workers_counts_as_one():
+    items = items_of(*[3 * MiB] * 4)  # 12 MiB, one worker: 8 MiB target, two items per pack
+    assert [len(p) for p in plan_packs(items, 0)] == [2, 2]
+
+
+# ---------------------------------------------------------------------------------------------------
+# pack_runs
+# ---------------------------------------------------------------------------------------------------
+
+PACK = "f" * 64
+
+
+def entry(n, offset, size):
+    return FileEntry(f"{n:064x}", size, PACK, offset)
+
+
+def test_pack_runs_of_nothing_is_no_run():
+    assert pack_runs([]) == []
+
+
+def test_pack_runs_adjacent_entries_are_one_run_in_offset_order():
+    a, b, c = entry(1, 0, 10), entry(2, 10, 5), entry(3, 15, 100)
+    assert pack_runs([c, a, b]) == [[a, b, c]]
+
+
+def test_pack_runs_gap_below_coalesce_gap_is_one_run():
+    a, b = entry(1, 0, 100), entry(2, 100 + COALESCE_GAP - 1, 10)
+    assert pack_runs([a, b]) == [[a, b]]
+
+
+def test_pack_runs_gap_above_coalesce_gap_splits():
+    a, b = entry(1, 0, 100), entry(2, 100 + COALESCE_GAP + 1, 10)
+    assert pack_runs([b, a]) == [[a], [b]]
+
+
+def test_pack_runs_gap_is_measured_from_the_end_of_the_previous_entry():
+    a, b = entry(1, 0, 2 * MiB), entry(2, 2 * MiB + 100, 10)  # starts 2 MiB after a starts, 100 bytes after it ends
+    assert pack_runs([a, b]) == [[a, b]]
+
+
+def test_pack_runs_gap_is_measured_from_the_last_entry_of_the_run():
+    a = entry(1, 0, 10)
+    b = entry(2, 10 + MiB // 2, 10)
+    c = entry(3, b.offset + 10 + MiB // 2, 10)  # 1 MiB + 20 after a's end, half a MiB after b's end
+    assert pack_runs([a, b, c]) == [[a, b, c]]
+
+
+def test_pack_runs_mixed_close_and_far():
+    a, b = entry(1, 0, 10), entry(2, 20, 10)
+    c, d = entry(3, 30 + 2 * COALESCE_GAP, 10), entry(4, 40 + 2 * COALESCE_GAP, 10)
+    e = entry(5, 50 + 5 * COALESCE_GAP, 1)
+    assert pack_runs([e, d, c, b, a]) == [[a, b], [c, d], [e]]
+
+
+# ---------------------------------------------------------------------------------------------------
+# read_exactly
+# ---------------------------------------------------------------------------------------------------
+
+class ShortReads:
+    """A stream that returns at most ``chunk`` bytes per read, then b'' at the end, recording each request."""
+
+    def __init__(self, data: bytes, chunk: int):
+        self.data, self.chunk, self.pos = data, chunk, 0
+        self.asked = []
+
+    def read(self, n: int) -> bytes:
+        self.asked.append(n)
+        out = self.data[self.pos:self.pos + min(n, self.chunk)]
+        self.pos += len(out)
+        return out
+
+
+def test_read_exactly_retries_short_reads_until_it_has_length_bytes():
+    stream = ShortReads(bytes(range(20)), chunk=3)
+    assert read_exactly(stream, 10) == bytes(range(10))
+    assert stream.asked == [10, 7, 4, 1]
+
+
+def test_read_exactly_one_full_read():
+    stream = ShortReads(b"abcdef", chunk=100)
+    assert read_exactly(stream, 6) == b"abcdef"
+    assert stream.asked == [6]
+
+
+def test_read_exactly_stream_ending_early_returns_what_there_was_after_seeing_eof():
+    stream = ShortReads(b"abcde", chunk=2)
+    assert read_exactly(stream, 10) == b"abcde"
+    assert stream.asked == [10, 8, 6, 5]  # the last read returned b'': end of file
+
+
+def test_read_exactly_empty_stream():
+    stream = ShortReads(b"", chunk=2)
+    assert read_exactly(stream, 4) == b""
+    assert stream.asked == [4]
+
+
+def test_read_exactly_zero_length_reads_nothing():
+    stream = ShortReads(b"abc", chunk=2)
+    assert read_exactly(stream, 0) == b""
+    assert stream.asked == []
+
+
+# ---------------------------------------------------------------------------------------------------
+# range_bounds
+# ---------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("size, streams, expected", [
+    (0, 4, [(0, 0)]),
+    (1, 4, [(0, 1)]),
+    (RANGE_MIN - 1, 4, [(0, RANGE_MIN - 1)]),
+    (RANGE_MIN, 4, [(0, RANGE_MIN)]),
+    (2 * RANGE_MIN + 1, 4, [(0, RANGE_MIN), (RANGE_MIN, 2 * RANGE_MIN + 1)]),
+    (5 * RANGE_MIN, 4, [(0, 5 * RANGE_MIN // 4), (5 * RANGE_MIN // 4, 10 * RANGE_MIN // 4),
+                        (10 * RANGE_MIN // 4, 15 * RANGE_MIN // 4), (15 * RANGE_MIN // 4, 5 * RANGE_MIN)]),
+    (5 * RANGE_MIN, 1, [(0, 5 * RANGE_MIN)]),
+    (5 * RANGE_MIN, 0, [(0, 5 * RANGE_MIN)]),
+])
+def test_range_bounds_exact(size, streams, expected):
+    assert range_bounds(size, streams) == expected
+
+
+@pytest.mark.parametrize("size", [0, 1, 7, RANGE_MIN - 1, RANGE_MIN, RANGE_MIN + 1, 3 * RANGE_MIN - 1, 5 * RANGE_MIN,
+                                  17 * RANGE_MIN + 12345])
+@pytest.mark.parametrize("streams", [1, 2, 4, 16])
+def test_range_bounds_are_contiguous_and_cover_the_object(size, streams):
+    bounds = range_bounds(size, streams)
+    assert len(bounds) == max(1, min(streams, size // RANGE_MIN))
+    assert bounds[0][0] == 0 and bounds[-1][1] == size
+    assert all(end == start for (_, end), (start, _) in zip(bounds, bounds[1:]))
+    assert all(start <= end for start, end in bounds)
+    assert sum(end - start for start, end in bounds) == size
+    if size >= RANGE_MIN:
+        assert all(end - start >= RANGE_MIN for start, end in bounds)
+
+
+def test_range_min_is_64_mib():
+    assert RANGE_MIN == 64 * MiB
