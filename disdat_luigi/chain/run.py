@@ -2,15 +2,19 @@
 
 Workers (``--workers``, ``[run] workers``) run independent nodes at the same time. Under a central
 scheduler (``--scheduler-url``, or ``[run] local_scheduler = false`` with luigi's ``[core]`` scheduler
-settings) the scheduler is checked before anything is pushed, and the worker stays alive while another
-client runs nodes of the same graph, so that an identical run started twice attaches to the first one
-instead of failing. The error line of a failed run comes from the scheduler itself (the reason each failed
-task gave through Luigi's failure path), so it is the same with one worker or many.
+settings) the scheduler is checked before anything is pushed; when another client is running nodes of the
+same graph (an identical run started twice), luigid gives them to that client, and this one waits for them
+and builds again, so that it attaches to the first run instead of failing or running them twice. (Luigi's
+own ``keep_alive`` would also wait for ever behind a failed node.)
+
+The error line of a failed run comes from the scheduler itself (the reason each failed task gave through
+Luigi's failure path), so it is the same with one worker or many.
 """
 from __future__ import annotations
 
 import json
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -122,13 +126,17 @@ def failure_reasons(result, root: luigi.Task) -> List[str]:
 
 
 def build(task, workers: int, url: Optional[str]):
-    """luigi.build of the run's graph (central scheduler: the worker waits for nodes others run)."""
-    if url:
-        luigi.configuration.get_config().set("worker", "keep_alive", "true")
-        luigi.configuration.get_config().set("worker", "wait_interval", "1")
+    """One luigi.build of the run's graph, on the local scheduler or on luigid at ``url``."""
     kwargs = dict(local_scheduler=True) if url is None else dict(scheduler_url=url)
     return luigi.build([task], workers=workers, detailed_summary=True,
                        log_level=config.get_config().get("core", "log_level", fallback="INFO"), **kwargs)
+
+
+def run_elsewhere(result, root: luigi.Task) -> bool:
+    """Some tasks of this graph are running under another client (luigid gave them to it)."""
+    scheduler = result.worker._scheduler
+    ours = {t.task_id for t in _graph_tasks(root)}
+    return any(task_id in ours for task_id in scheduler.task_list("RUNNING", ""))
 
 
 def run(options: RunOptions) -> RunPlan:
@@ -142,12 +150,16 @@ def run(options: RunOptions) -> RunPlan:
     print(f"run {plan.run_id}: {options.pipe_cls} ({n} node{'s' if n != 1 else ''}) on {plan.backend}, image "
           f"{plan.root.image_id[:19]}" + (f", scheduler {url}" if url else ""), file=sys.stderr)
     workers = options.workers or config.get("run", "workers")
-    result = build(task, workers, url)
-    if not task.complete():
+    while True:
+        result = build(task, workers, url)
+        if task.complete():
+            return plan
         reasons = failure_reasons(result, task)
-        first = reasons[0].splitlines()[0] if reasons else f"the run did not complete ({result.status.value[1]})"
-        raise DisdatError(f"the run failed: {first}")
-    return plan
+        if reasons or not run_elsewhere(result, task):
+            first = reasons[0].splitlines()[0] if reasons else f"the run did not complete ({result.status.value[1]})"
+            raise DisdatError(f"the run failed: {first}")
+        print("waiting for the nodes another client is running, then building again", file=sys.stderr)
+        time.sleep(2)
 
 
 def output_bundle(plan: RunPlan):
