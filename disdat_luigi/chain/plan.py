@@ -39,6 +39,7 @@ class NodePlan:
 
 @dataclass(frozen=True)
 class RunPlan:
+    home: str                   # the local store ($DISDAT_HOME) the output goes to
     context: str                # the local context (its remote is where everything goes)
     remote_url: str
     remote_context: str
@@ -152,7 +153,8 @@ def plan_run(*, context: Optional[str], input_bundle: Optional[str], output_bund
                       reads_input=node.reads_input),
         image=chosen.image_reference(image_of[key]), image_id=image_of[key].id)
         for key, node in graph.nodes.items())
-    return RunPlan(context=ctx.name, remote_url=binding.url, remote_context=binding.remote_context,
+    return RunPlan(home=str(Home().path), context=ctx.name, remote_url=binding.url,
+                   remote_context=binding.remote_context,
                    run_id=ids[graph.root], input_uuid=input_uuid, backend=chosen.name, nodes=nodes,
                    push_input=push_input, pull_intermediates=pull_intermediates,
                    session_token_seconds=session_token_seconds)

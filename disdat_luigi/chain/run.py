@@ -19,6 +19,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import luigi
@@ -163,4 +164,4 @@ def run(options: RunOptions) -> RunPlan:
 
 
 def output_bundle(plan: RunPlan):
-    return Home().context(plan.context).by_processing_id(plan.run_id)
+    return Home(Path(plan.home)).context(plan.context).by_processing_id(plan.run_id)

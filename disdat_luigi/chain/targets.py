@@ -7,28 +7,26 @@
 The remote targets work on ``s3://`` and ``file://`` alike through the project's object stores rather than
 ``luigi.contrib.s3.S3Target``: one client and credential chain for transfers and completion checks, the same
 retries, and one-line errors instead of botocore tracebacks in the scheduler. Their ``path`` is the object's
-full URL, so the luigid UI and logs show where the data is. Targets are built from a local context name:
-the remote URL comes from that context's binding, and credentials never become task parameters.
+full URL, so the luigid UI and logs show where the data is. A remote target is named by where it is (the
+remote URL and remote context), a local one by the store and context it is in; credentials never are.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import luigi
 
-from ..remotes import Remote, remote_of
+from ..remotes import Remote, open_remote
 from ..remotes.runs import RunRecord, RunStore
-from ..store.context import Bundle, Context
+from ..store.context import Bundle
 from ..store.home import Home
 
 
-def _context(name: str) -> Context:
-    return Home().context(name)
-
-
 class _RemoteTarget(luigi.Target):
-    def __init__(self, context: str):
-        self.context = context
+    def __init__(self, remote_url: str, remote_context: str):
+        self.remote_url = remote_url
+        self.remote_context = remote_context
 
     def _key(self, remote: Remote) -> str:
         raise NotImplementedError
@@ -37,7 +35,7 @@ class _RemoteTarget(luigi.Target):
         raise NotImplementedError
 
     def _remote(self) -> Remote:
-        return remote_of(_context(self.context))
+        return open_remote(self.remote_url, self.remote_context)
 
     @property
     def path(self) -> str:
@@ -50,10 +48,10 @@ class _RemoteTarget(luigi.Target):
 
 
 class RemoteBundleTarget(_RemoteTarget):
-    """Bundle ``uuid`` is complete on the remote of local context ``context``."""
+    """Bundle ``uuid`` is complete on the remote."""
 
-    def __init__(self, context: str, uuid: str):
-        super().__init__(context)
+    def __init__(self, remote_url: str, remote_context: str, uuid: str):
+        super().__init__(remote_url, remote_context)
         self.uuid = uuid
 
     def _key(self, remote: Remote) -> str:
@@ -66,8 +64,8 @@ class RemoteBundleTarget(_RemoteTarget):
 class RunRecordTarget(_RemoteTarget):
     """Node ``node_id`` has a run record with status ``succeeded`` on the remote."""
 
-    def __init__(self, context: str, node_id: str):
-        super().__init__(context)
+    def __init__(self, remote_url: str, remote_context: str, node_id: str):
+        super().__init__(remote_url, remote_context)
         self.node_id = node_id
 
     def _key(self, remote: Remote) -> str:
@@ -82,14 +80,16 @@ class RunRecordTarget(_RemoteTarget):
 
 
 class LocalBundleTarget(luigi.Target):
-    """The output of node ``node_id`` (the bundle with that processing id) is in local context ``context``."""
+    """The output of node ``node_id`` (the bundle with that processing id) is in local context ``context`` of
+    the store at ``home``."""
 
-    def __init__(self, context: str, node_id: str):
+    def __init__(self, home: str, context: str, node_id: str):
+        self.home = home
         self.context = context
         self.node_id = node_id
 
     def bundle(self) -> Optional[Bundle]:
-        return _context(self.context).by_processing_id(self.node_id)
+        return Home(Path(self.home)).context(self.context).by_processing_id(self.node_id)
 
     def exists(self) -> bool:
         return self.bundle() is not None

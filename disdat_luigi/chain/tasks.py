@@ -12,13 +12,17 @@ central scheduler shows every node with its pipe class and parameters, a status 
 percentage and, where the backend has one, a tracking URL.
 
 Every task of a run carries the one :class:`~.plan.RunPlan` as a private parameter (never sent to the
-scheduler); credentials are never parameters. A failure reaches the scheduler through Luigi's own path,
+scheduler); credentials are never parameters. A task is named (its Luigi id) by where its target is: the
+remote URL and remote context for the remote ones, the store and context for the local one. So users with
+contexts of the same name share one luigid without taking each other's tasks for their own, and users of one
+remote share its nodes. A failure reaches the scheduler through Luigi's own path,
 :meth:`luigi.Task.on_failure`, as the one-line reason (with the container's last log lines).
 """
 from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Dict, List, Optional
 
 import luigi
@@ -26,6 +30,7 @@ from luigi.parameter import ParameterVisibility
 
 from ..display import safe
 from ..errors import DisdatError
+from ..remotes import open_remote
 from ..store.home import Home
 from .plan import RunPlan, RunPlanParameter
 from .targets import LocalBundleTarget, RemoteBundleTarget, RunRecordTarget
@@ -64,21 +69,26 @@ class _Reporting(luigi.Task):
         return super().on_failure(exception)
 
 
-class PushInput(_Reporting):
+class _OnRemote(_Reporting):
+    remote = luigi.Parameter(description="the remote URL (s3://bucket/prefix or file:///dir)")
+    remote_context = luigi.Parameter(description="the remote context")
+
+
+class PushInput(_OnRemote):
     """The input bundle is complete on the remote."""
 
-    context = luigi.Parameter(description="local context")
     input_uuid = luigi.Parameter()
+    home = luigi.Parameter(significant=False, description="the local store the input is pushed from")
+    context = luigi.Parameter(significant=False, description="the local context the input is pushed from")
 
     def output(self) -> RemoteBundleTarget:
-        return RemoteBundleTarget(self.context, self.input_uuid)
+        return RemoteBundleTarget(self.remote, self.remote_context, self.input_uuid)
 
     def run(self) -> None:
-        from ..remotes import remote_of
         from ..remotes.transfer import push
 
-        ctx = Home().context(self.context)
-        with remote_of(ctx) as remote:
+        ctx = Home(Path(self.home)).context(self.context)
+        with open_remote(self.remote, self.remote_context) as remote:
             bundle = ctx.bundle(self.input_uuid)
             stats = push(ctx, remote, bundle, quiet=True, listener=self.transfer_listener("pushing"))
         self.report(f"pushed {bundle.name}: {stats.files} files sent, {stats.reused} already there", 100, True)
@@ -88,17 +98,17 @@ class PushInput(_Reporting):
 class InputOnRemote(luigi.ExternalTask):
     """With --no-push-input: the input must already be on the remote."""
 
-    context = luigi.Parameter()
+    remote = luigi.Parameter()
+    remote_context = luigi.Parameter()
     input_uuid = luigi.Parameter()
 
     def output(self) -> RemoteBundleTarget:
-        return RemoteBundleTarget(self.context, self.input_uuid)
+        return RemoteBundleTarget(self.remote, self.remote_context, self.input_uuid)
 
 
-class ExecuteContainer(_Reporting):
+class ExecuteContainer(_OnRemote):
     """One pipe instance ran in its own container, and its run record says it succeeded."""
 
-    context = luigi.Parameter(description="local context (its remote is where the data goes)")
     node_id = luigi.Parameter(description="the node's id: its pipe, parameters, image, input and upstream nodes")
     pipe_cls = luigi.Parameter(significant=False, description="module.PipeClass run in the container")
     pipe_params = luigi.DictParameter(significant=False, description="the pipe's parameters (canonical)")
@@ -109,25 +119,27 @@ class ExecuteContainer(_Reporting):
     @classmethod
     def of(cls, plan: RunPlan, node_id: str) -> "ExecuteContainer":
         spec = plan.node(node_id).spec
-        return cls(context=plan.context, node_id=node_id, pipe_cls=spec.pipe_cls, pipe_params=spec.params,
-                   output_bundle=spec.bundle_name, backend=plan.backend, plan=plan)
+        return cls(remote=plan.remote_url, remote_context=plan.remote_context, node_id=node_id,
+                   pipe_cls=spec.pipe_cls, pipe_params=spec.params, output_bundle=spec.bundle_name,
+                   backend=plan.backend, plan=plan)
 
     def requires(self) -> Dict[str, luigi.Task]:
-        spec = self.plan.node(self.node_id).spec
-        required: Dict[str, luigi.Task] = {dep: ExecuteContainer.of(self.plan, up) for dep, up in spec.upstream.items()}
-        if self.plan.input_uuid and spec.reads_input:
-            task = PushInput if self.plan.push_input else InputOnRemote
-            required["pipeline_input"] = task(context=self.context, input_uuid=self.plan.input_uuid)
+        plan = self.plan
+        spec = plan.node(self.node_id).spec
+        required: Dict[str, luigi.Task] = {dep: ExecuteContainer.of(plan, up) for dep, up in spec.upstream.items()}
+        if plan.input_uuid and spec.reads_input:
+            on_remote = dict(remote=plan.remote_url, remote_context=plan.remote_context, input_uuid=plan.input_uuid)
+            required["pipeline_input"] = (PushInput(home=plan.home, context=plan.context, **on_remote)
+                                          if plan.push_input else InputOnRemote(**on_remote))
         return required
 
     def output(self) -> RunRecordTarget:
-        return RunRecordTarget(self.context, self.node_id)
+        return RunRecordTarget(self.remote, self.remote_context, self.node_id)
 
     def run(self) -> None:
         from ..containers.backend import get_backend
         from ..containers.execute import NodeExecution
         from ..containers.request import credentials_for
-        from ..remotes import remote_of
         from ..remotes.runs import RunStore
 
         backend = get_backend(self.plan.backend)
@@ -148,7 +160,7 @@ class ExecuteContainer(_Reporting):
             return credentials_for(self.plan.remote_url, self.plan.session_token_seconds,
                                    backend.long_lived_keys_allowed)
 
-        with remote_of(Home().context(self.context)) as remote:
+        with open_remote(self.remote, self.remote_context) as remote:
             record = NodeExecution(self.plan.job(self.node_id), backend, RunStore(remote), node.image, secrets,
                                    on_line, on_status).execute()
         if backend.tracking_url and record.job_id:
@@ -159,7 +171,8 @@ class ExecuteContainer(_Reporting):
 class PullOutput(_Reporting):
     """A node's output bundle is in the local context (the root's, and with --pull-intermediates the others')."""
 
-    context = luigi.Parameter()
+    home = luigi.Parameter(description="the local store")
+    context = luigi.Parameter(description="the local context")
     node_id = luigi.Parameter()
     output_bundle = luigi.Parameter(significant=False)
     plan: RunPlan = _plan_parameter()
@@ -168,17 +181,16 @@ class PullOutput(_Reporting):
         return ExecuteContainer.of(self.plan, self.node_id)
 
     def output(self) -> LocalBundleTarget:
-        return LocalBundleTarget(self.context, self.node_id)
+        return LocalBundleTarget(self.home, self.context, self.node_id)
 
     def run(self) -> None:
-        from ..remotes import remote_of
         from ..remotes.transfer import pull
 
         record = self.input().record()
         if record is None or record.output_uuid is None:
             raise DisdatError(f"node {self.node_id[:12]} has no output on the remote")
-        ctx = Home().context(self.context)
-        with remote_of(ctx) as remote:
+        ctx = Home(Path(self.home)).context(self.context)
+        with open_remote(self.plan.remote_url, self.plan.remote_context) as remote:
             bundle, stats = pull(ctx, remote, record.output_uuid, quiet=True,
                                  listener=self.transfer_listener("pulling"))
         self.report(f"pulled {bundle.name} {bundle.uuid}", 100, True)
@@ -220,9 +232,9 @@ class RunPipe(luigi.WrapperTask):
     def requires(self) -> List[PullOutput]:
         plan = self.plan()
         nodes = plan.nodes if plan.pull_intermediates else (plan.root,)
-        return [PullOutput(context=plan.context, node_id=n.spec.node_id, output_bundle=n.spec.bundle_name, plan=plan)
-                for n in nodes]
+        return [PullOutput(home=plan.home, context=plan.context, node_id=n.spec.node_id,
+                           output_bundle=n.spec.bundle_name, plan=plan) for n in nodes]
 
     def output(self) -> LocalBundleTarget:
         plan = self.plan()
-        return LocalBundleTarget(plan.context, plan.run_id)
+        return LocalBundleTarget(plan.home, plan.context, plan.run_id)

@@ -153,9 +153,9 @@ def test_the_visualiser_shows_the_graph_in_a_real_browser(diamond, luigid_url, t
                           "--disable-background-networking", "--disable-component-update", "--disable-sync",
                           f"--user-data-dir={tmp_path / 'chromium'}", "--virtual-time-budget=8000", "--dump-dom", page],
                          capture_output=True, text=True, timeout=120).stdout
-    nodes = re.findall(r"ExecuteContainer\(context=test, node_id=[0-9a-f]{32}\)", dom)
+    nodes = re.findall(r"ExecuteContainer\(remote=file:///[^,]+, remote_context=shared, node_id=[0-9a-f]{32}\)", dom)
     assert len(set(nodes)) == 4, dom[-2000:]  # the graph view draws the four container nodes
-    assert "PullOutput(context=test" in dom and "RunPipe(" in dom
+    assert "PullOutput(home=" in dom and "RunPipe(" in dom
 
 
 def test_plan_errors_are_one_line_and_change_nothing(diamond, home, cli, tmp_path, docker_ready):

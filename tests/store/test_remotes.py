@@ -375,14 +375,14 @@ def test_luigi_targets_follow_remote_and_local_state(home, bound, cli, tmp_path)
     from disdat_luigi.remotes.runs import RunRecord, RunStore
 
     uuid = _added(cli, "t", _files(tmp_path / "d", {"x": b"1"}))
-    target = RemoteBundleTarget("test", uuid)
+    target = RemoteBundleTarget(bound, "shared", uuid)
     assert not target.exists()
     assert target.path.endswith(f"/context/shared/bundles/{uuid}.json") and target.path.startswith(bound)
     assert cli("push", "t").code == 0
     assert target.exists()
 
     node = "0123456789abcdef0123456789abcdef"
-    run = RunRecordTarget("test", node)
+    run = RunRecordTarget(bound, "shared", node)
     assert not run.exists()
     record = RunRecord(node_id=node, run_id=node, status="running", pipe_cls="m.P", params={}, bundle_name="t",
                        backend="Local", image="sha256:x", started="2026-01-01T00:00:00.000000Z")
@@ -393,7 +393,7 @@ def test_luigi_targets_follow_remote_and_local_state(home, bound, cli, tmp_path)
         runs.write(record.finished("succeeded", output_uuid=uuid))
         assert run.exists()
 
-    local = LocalBundleTarget("test", node)
+    local = LocalBundleTarget(str(home.path), "test", node)
     assert not local.exists()
     ctx = home.context()
     ctx.add_value("out", 1, lineage={"processing_id": node})
