@@ -21,6 +21,7 @@ remote share its nodes. A failure reaches the scheduler through Luigi's own path
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -44,15 +45,35 @@ def _plan_parameter() -> RunPlanParameter:
 
 
 class _Reporting(luigi.Task):
-    """Status messages and progress for the scheduler, at most one message a second (each is an RPC)."""
+    """Status messages and progress for the scheduler: at most one message a second (each is an RPC), and the
+    latest one always gets there (a trailing update), so a quiet container still shows its last log line."""
 
-    _said = 0.0
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._said = 0.0
+        self._pending: Optional[tuple] = None
+        self._timer: Optional[threading.Timer] = None
+        self._lock = threading.Lock()
 
     def report(self, message: str, percent: Optional[float] = None, force: bool = False) -> None:
-        now = time.monotonic()
-        if force or now - self._said >= 1.0:
-            self._said = now
-            self.set_status_message(safe(message)[:300])
+        with self._lock:
+            self._pending = (safe(message)[:300], percent)
+            wait = 1.0 - (time.monotonic() - self._said)
+            if not force and wait > 0:
+                if self._timer is None:
+                    self._timer = threading.Timer(wait, self._flush)
+                    self._timer.daemon = True
+                    self._timer.start()
+                return
+        self._flush()
+
+    def _flush(self) -> None:
+        with self._lock:
+            pending, self._pending, self._timer = self._pending, None, None
+            self._said = time.monotonic()
+        if pending is not None:
+            message, percent = pending
+            self.set_status_message(message)
             if percent is not None:
                 self.set_progress_percentage(round(percent, 1))
 
