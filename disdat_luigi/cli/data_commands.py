@@ -8,9 +8,9 @@ from typing import Any, List
 
 from ..store.context import Bundle, Context
 from ..display import safe
-from ..errors import DisdatError
+from ..errors import DisdatError, IntegrityError, NotFound
 from ..store.home import Home
-from ..store.manifest import check_name, parse_tags
+from ..store.manifest import check_name, check_uuid, parse_tags
 
 
 def register(sub: Any) -> None:
@@ -39,7 +39,8 @@ def register(sub: Any) -> None:
     p.add_argument("names", nargs="*", metavar="NAME", help="bundle names or glob patterns")
     p.set_defaults(func=cmd_ls)
 
-    p = sub.add_parser("cat", help="print a bundle's data as JSON (files as local paths)")
+    p = sub.add_parser("cat", help="print a bundle's data: JSON (files as local paths), a DataFrame as a table")
+    p.add_argument("--json", action="store_true", help="JSON even for a DataFrame (the path of its file)")
     bundle_selector(p)
     p.set_defaults(func=cmd_cat)
 
@@ -59,8 +60,9 @@ def register(sub: Any) -> None:
                         "bundles to quarantine/ and fetch them again from the remote when it has them")
     p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser("lineage", help="print how a bundle was made")
-    p.add_argument("uuid", metavar="UUID")
+    p = sub.add_parser("lineage", help="print how a bundle was made (the latest version of NAME, or -u UUID)")
+    p.add_argument("name", nargs="?", metavar="NAME", help="a bundle name (or a uuid, as earlier versions took)")
+    p.add_argument("-u", "--uuid", metavar="UUID")
     p.set_defaults(func=cmd_lineage)
 
 
@@ -134,7 +136,11 @@ def cmd_ls(args: argparse.Namespace) -> None:
 
 
 def cmd_cat(args: argparse.Namespace) -> None:
-    _print_json(selected_bundle(Home().context(), args).data(load_frames=False))
+    b = selected_bundle(Home().context(), args)
+    if b.manifest.presentation == "dataframe" and not args.json:
+        print(safe(b.data().to_string(), keep_newlines=True))  # cells may come from a shared remote
+    else:
+        _print_json(b.data(load_frames=False))
 
 
 def cmd_commit(args: argparse.Namespace) -> None:
@@ -159,10 +165,24 @@ def cmd_rm(args: argparse.Namespace) -> None:
 
 
 def cmd_lineage(args: argparse.Namespace) -> None:
-    b = Home().context().bundle(args.uuid)
+    ctx = Home().context()
+    b = _by_uuid_or_name(ctx, args.name) if args.name and not args.uuid else selected_bundle(ctx, args)
     m = b.manifest
     _print_json({"name": m.name, "uuid": m.uuid, "created": m.created, "committed": b.committed,
                  "tags": b.tags, "lineage": m.lineage})
+
+
+def _by_uuid_or_name(ctx: Context, text: str) -> Bundle:
+    """``dsdt lineage X``: X is a bundle's uuid (as it always was) or a name (its latest version)."""
+    try:
+        if ctx.has(check_uuid(text)):
+            return ctx.bundle(text)
+    except IntegrityError:
+        pass  # not a uuid: a name
+    try:
+        return ctx.latest(text)
+    except NotFound:
+        raise NotFound(f"no bundle with uuid or name {text} in context {ctx.name} (see `dsdt ls -v`)") from None
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -1,0 +1,292 @@
+"""The Python API, for notebooks and scripts: Disdat's ``disdat.api`` names over the library ``dsdt`` uses.
+
+``from disdat_luigi import api`` and Disdat code moves over by changing its import lines: contexts
+(:func:`context`, :func:`ls_contexts`, :func:`current_context`, :func:`switch`, :func:`delete_context`),
+remotes (:func:`remote`, :func:`commit`, :func:`push`, :func:`pull`), finding bundles (:func:`search`,
+:func:`get`, :func:`rm`), building and reading them (:class:`Bundle`) and running pipes (:func:`apply` in this
+process, :func:`run` in containers). Where this package's argument names differ from Disdat's, both are
+accepted as keywords (``name``/``human_name``/``bundle_name``, ``params``/``pipeline_args``, ...).
+
+Every call is a thin layer over the functions the CLI calls, so it refuses what ``dsdt`` refuses, with the
+same typed errors (importable from here, e.g. :class:`NotFound`), and a refused call changes nothing.
+Contexts are always named, never implied by the CLI's active one, and no call prints: ``verbose=True`` on
+:func:`apply` and :func:`run` shows Luigi's log and the containers' output, as ``dsdt`` does.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import sys
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Optional, Type, Union
+
+from .. import config
+from .bundle import Bundle, Tags, home, opened, selected, tags_of
+from ..config import SettingsError
+from ..errors import (ContainerFailed, DiskFull, DisdatError, IntegrityError, NotFound, PipeFailed, RemoteError,
+                     StoreDamaged)
+from ..remotes import open_store, remote_of, transfer
+from ..store.context import Bundle as StoreBundle, RemoteBinding
+from ..store.manifest import check_name, check_uuid
+
+if TYPE_CHECKING:
+    from ..pipe.task import PipeTask
+
+__all__ = [
+    "Bundle", "apply", "commit", "context", "current_context", "delete_context", "get", "ls_contexts", "pull",
+    "push", "remote", "rm", "run", "search", "switch",
+    "ContainerFailed", "DiskFull", "DisdatError", "IntegrityError", "NotFound", "PipeFailed", "RemoteError",
+    "SettingsError", "StoreDamaged",
+]
+
+
+# -- helpers ---------------------------------------------------------------------------------------------
+def _alias(value: Any, alias: Any, names: str) -> Any:
+    """Disdat's argument name where this API's differs; both at once is a mistake."""
+    if alias is None:
+        return value
+    if value is not None:
+        raise DisdatError(f"give {names}, not both")
+    return alias
+
+
+def _param_values(params: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+    """Parameters as JSON values (dates and the like as their text, which Luigi's parameters parse)."""
+    if params is not None and not isinstance(params, Mapping):
+        raise DisdatError(f"params must be a dict of parameter names to values, not a {type(params).__name__}")
+    return json.loads(json.dumps(dict(params or {}), default=str))
+
+
+def _drop(record: logging.LogRecord) -> bool:
+    return False
+
+
+@contextlib.contextmanager
+def _quiet(verbose: bool) -> Iterator[None]:
+    """Keep Luigi's log, the containers' output and dsdt's own lines out of a notebook unless asked for."""
+    if verbose:
+        yield
+        return
+    log = logging.getLogger("luigi-interface")  # where Luigi and the chain's tasks log
+    sink = io.StringIO()
+    log.addFilter(_drop)
+    try:
+        with contextlib.redirect_stderr(sink):
+            yield
+    finally:
+        log.removeFilter(_drop)
+        for handler in log.handlers:  # Luigi makes its handler once per process: maybe just now, on the sink
+            if isinstance(handler, logging.StreamHandler) and handler.stream is sink:
+                handler.setStream(sys.stderr)
+
+
+# -- contexts and remotes ----------------------------------------------------------------------------------
+def context(context_name: str) -> None:
+    """Create a local context (an existing one is fine; the store is created first when there is none)."""
+    store = home()
+    store.init()
+    store.create_context(context_name)
+
+
+def ls_contexts() -> List[str]:
+    return home().contexts()
+
+
+def current_context() -> Optional[str]:
+    """The CLI's active context (None when there is none). API calls never use it implicitly."""
+    return home().active_name
+
+
+def switch(context_name: str) -> None:
+    """Make ``context_name`` the CLI's active context."""
+    home().switch(context_name)
+
+
+def delete_context(context_name: str) -> None:
+    """Delete a local context and its bundles (not the active one; the remote is not touched)."""
+    home().delete_context(context_name)
+
+
+def remote(local_context: str, remote_context: str, remote_url: str) -> None:
+    """Bind a local context to ``remote_context`` at ``s3://bucket/prefix`` or ``file:///dir`` (checked first)."""
+    check_name(remote_context, "remote context name")
+    with opened(local_context) as ctx:
+        store = open_store(remote_url)
+        try:
+            store.check()
+        finally:
+            store.close()
+        ctx.bind_remote(RemoteBinding(remote_context, store.url))
+
+
+# -- finding -----------------------------------------------------------------------------------------------
+def search(local_context: str, name: Optional[str] = None, tags: Tags = None, is_committed: Optional[bool] = None,
+           find_intermediates: bool = False, find_roots: bool = False, *,
+           human_name: Optional[str] = None) -> List[Bundle]:
+    """Every bundle version whose name matches ``name`` (a glob pattern) and that has all ``tags``, newest
+    first; ``[]`` when none. ``find_roots``/``find_intermediates``: only what a pipe graph's root (resp. an
+    upstream pipe) made; bundles built here or added are roots."""
+    pattern = _alias(name, human_name, "name or human_name")
+    with opened(local_context) as ctx:
+        rows = sorted(ctx.find([pattern] if pattern else [], tags_of(tags), is_committed),
+                      key=lambda r: r.created, reverse=True)
+        found = [ctx.bundle(r.uuid) for r in rows]
+    if find_roots:
+        found = [b for b in found if not _is_intermediate(b)]
+    if find_intermediates:
+        found = [b for b in found if _is_intermediate(b)]
+    return [Bundle._wrap(ctx.name, b) for b in found]
+
+
+def _is_intermediate(b: StoreBundle) -> bool:
+    lineage = b.manifest.lineage or {}
+    return lineage.get("run_id") not in (None, lineage.get("processing_id"))
+
+
+def get(local_context: str, name: Optional[str] = None, uuid: Optional[str] = None, tags: Tags = None, *,
+        bundle_name: Optional[str] = None) -> Optional[Bundle]:
+    """The latest version of ``name`` (or the bundle ``uuid``) that has all ``tags``; None when there is none."""
+    name = _alias(name, bundle_name, "name or bundle_name")
+    wanted = tags_of(tags)
+    with opened(local_context) as ctx:
+        if uuid:
+            found = ctx.bundle(uuid) if ctx.has(uuid) else None
+            found = found if found and all(found.tags.get(k) == v for k, v in wanted.items()) else None
+        else:
+            try:
+                found = selected(ctx, name, None, wanted)
+            except NotFound:
+                found = None
+    return Bundle._wrap(ctx.name, found) if found else None
+
+
+def rm(local_context: str, name: Optional[str] = None, uuid: Optional[str] = None, tags: Tags = None,
+       rm_all: bool = False, rm_old_only: bool = False, *, bundle_name: Optional[str] = None) -> List[str]:
+    """Remove the latest version of ``name`` (every version with ``rm_all``, all but the latest with
+    ``rm_old_only``) or the bundle ``uuid``; ``rm(ctx, rm_all=True)`` empties the context. Returns the uuids
+    removed; a name or uuid that matches nothing is NotFound."""
+    name = _alias(name, bundle_name, "name or bundle_name")
+    wanted = tags_of(tags)
+    with opened(local_context) as ctx:
+        if uuid or name:
+            latest = selected(ctx, name, uuid, wanted)
+            versions = [r.uuid for r in ctx.find([latest.name], wanted)] if name else [latest.uuid]
+            uuids = versions if rm_all else versions[1:] if rm_old_only else versions[:1]
+        elif rm_all:
+            uuids = [r.uuid for r in ctx.find(tags=wanted)]
+        else:
+            raise DisdatError("give a bundle name, a uuid, or rm_all=True (every bundle of the context)")
+        ctx.remove(uuids)
+    return uuids
+
+
+# -- sharing -----------------------------------------------------------------------------------------------
+def commit(local_context: str, name: Optional[str] = None, tags: Tags = None, uuid: Optional[str] = None, *,
+           bundle_name: Optional[str] = None) -> Bundle:
+    """Commit the latest version of ``name`` having ``tags`` (or the bundle ``uuid``)."""
+    name = _alias(name, bundle_name, "name or bundle_name")
+    with opened(local_context) as ctx:
+        return Bundle._wrap(ctx.name, ctx.commit(selected(ctx, name, uuid, tags)))
+
+
+def push(local_context: str, name: Optional[str] = None, tags: Tags = None, uuid: Optional[str] = None, *,
+         bundle_name: Optional[str] = None) -> Union[Bundle, List[Bundle]]:
+    """Push the latest version of ``name`` (or ``uuid``) to the context's remote; with neither, every committed
+    bundle, as a list."""
+    name = _alias(name, bundle_name, "name or bundle_name")
+    with opened(local_context) as ctx:
+        one = bool(name or uuid)
+        bundles = ([selected(ctx, name, uuid, tags)] if one
+                   else [ctx.bundle(r.uuid) for r in ctx.find(committed=True)])
+        with remote_of(ctx) as rem:
+            for b in bundles:
+                transfer.push(ctx, rem, b, quiet=True)
+    pushed = [Bundle._wrap(ctx.name, b) for b in bundles]
+    return pushed[0] if one else pushed
+
+
+def pull(local_context: str, name: Optional[str] = None, uuid: Optional[str] = None, localize: bool = True, *,
+         bundle_name: Optional[str] = None) -> Union[Bundle, List[Bundle]]:
+    """Bring the latest remote version of ``name`` (or the bundle ``uuid``) into the context, even when it was
+    never here; with neither, every bundle on the remote, as a list. Files always come local and verified
+    (``localize`` is Disdat's argument, kept so calls move over)."""
+    name = _alias(name, bundle_name, "name or bundle_name")
+    with opened(local_context) as ctx, remote_of(ctx) as rem:
+        one = bool(name or uuid)
+        uuids = ([check_uuid(uuid) if uuid else rem.latest(name).uuid] if one  # type: ignore[arg-type]
+                 else [u for _, _, u in rem.versions()])
+        pulled = [Bundle._wrap(ctx.name, transfer.pull(ctx, rem, u, quiet=True)[0]) for u in uuids]
+    return pulled[0] if one else pulled
+
+
+# -- running pipes -----------------------------------------------------------------------------------------
+def apply(local_context: str, transform: Union[str, Type[PipeTask]], output_bundle: Optional[str] = None,
+          input_tags: Tags = None, output_tags: Tags = None, force: bool = False, force_all: bool = False,
+          params: Optional[Mapping[str, Any]] = None, *, input_bundle: Union[str, Bundle, None] = None,
+          verbose: bool = False) -> Bundle:
+    """Run a pipe class and its upstream pipes in this process, as ``dsdt apply``; returns the output bundle.
+
+    ``transform`` is a PipeTask class or ``"module.PipeClass"`` under the pipe_root. ``params`` take Python
+    values or Luigi strings. ``output_bundle`` defaults to the class name in lower case. ``input_bundle`` (a
+    name, its latest version with ``input_tags``, or a Bundle) becomes ``pipeline_input``. Unchanged inputs,
+    parameters and code: the existing output is returned and nothing runs; ``force`` (or ``force_all``) runs
+    the whole graph again. The code version is the pipe_root's (``DISDAT_PIPE_ROOT``, default the current
+    directory), so keep pipe classes there. A failing pipe raises PipeFailed and leaves no bundle.
+    """
+    from ..pipe.apply import apply as apply_pipe
+    from ..pipe.loader import code_version, load_pipe_class, params_from_json
+    from ..pipe.task import PipeTask
+
+    with opened(local_context) as ctx:
+        root = config.pipe_root()
+        cls = load_pipe_class(transform, root) if isinstance(transform, str) else transform
+        if not (isinstance(cls, type) and issubclass(cls, PipeTask)):
+            raise DisdatError(f"{cls!r} is not a pipe class: it must subclass disdat_luigi.PipeTask")
+        values = params_from_json(cls, json.dumps(_param_values(params)))
+        in_tags, out_tags = tags_of(input_tags), tags_of(output_tags)
+        if isinstance(input_bundle, Bundle):
+            source: Optional[StoreBundle] = input_bundle._closed_store(ctx)
+        elif input_bundle not in (None, "-"):
+            source = ctx.latest(input_bundle, in_tags)  # type: ignore[arg-type]
+        elif in_tags:
+            raise DisdatError("input_tags need an input_bundle")
+        else:
+            source = None
+        name = cls.__name__.lower() if output_bundle in (None, "-") else output_bundle
+        with _quiet(verbose):
+            result = apply_pipe(ctx, cls, values, source, name, out_tags,  # type: ignore[arg-type]
+                                code_version=code_version(root), force=force or force_all)
+        return Bundle._wrap(ctx.name, result.bundle)
+
+
+def run(local_context: str, input_bundle: Optional[str], output_bundle: str, pipe_cls: Union[str, Type[PipeTask]],
+        params: Optional[Mapping[str, Any]] = None, backend: Optional[str] = None, force: bool = False, *,
+        input_tags: Tags = None, output_tags: Tags = None, push_input: bool = True,
+        aws_session_token_duration: int = 0, workers: Optional[int] = None, scheduler_url: Optional[str] = None,
+        pull_intermediates: bool = False, force_all: bool = False, pipeline_args: Optional[Mapping[str, Any]] = None,
+        verbose: bool = False) -> Bundle:
+    """``dsdt run`` from Python: run a pipe class (``"module.PipeClass"`` under the pipe_root, or the class) and
+    its upstream pipes in containers built by ``dsdt dockerize``, as a Luigi graph; returns the output bundle,
+    pulled into ``local_context``. ``input_bundle`` is a committed bundle's name, or None for no input; it
+    is pushed to the context's remote first unless ``push_input=False``. ``backend`` defaults to ``[run]
+    backend`` (Local); ``aws_session_token_duration`` gives the containers temporary STS credentials only.
+    An identical earlier run is reused; ``force`` (or ``force_all``) runs the graph again."""
+    from ..chain.run import RunOptions, output_bundle as output_of, run as run_chain
+
+    params = _alias(params, pipeline_args, "params or pipeline_args")
+    if aws_session_token_duration < 0:
+        raise DisdatError("aws_session_token_duration takes a number of seconds")
+    if workers is not None and not 1 <= workers <= 64:
+        raise DisdatError("workers takes a number from 1 to 64")
+    options = RunOptions(
+        input_bundle=None if input_bundle in (None, "-") else input_bundle, output_bundle=output_bundle,
+        pipe_cls=pipe_cls if isinstance(pipe_cls, str) else pipe_cls.pipe_path(),
+        pipe_params=_param_values(params), backend=backend or "",
+        input_tags=tags_of(input_tags), output_tags=tags_of(output_tags), force=force or force_all,
+        push_input=push_input, session_token_seconds=aws_session_token_duration,
+        pull_intermediates=pull_intermediates, workers=workers, scheduler_url=scheduler_url,
+        context=check_name(local_context, "context name"))
+    with _quiet(verbose):
+        plan = run_chain(options)
+    return Bundle._wrap(plan.context, output_of(plan))
