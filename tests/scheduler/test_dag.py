@@ -150,17 +150,24 @@ def test_the_visualiser_shows_the_graph_in_a_real_browser(diamond, luigid_url, t
     chromium = shutil.which("chromium")
     assert chromium, "chromium is not installed: run scripts/install-system-packages.sh"
     page = f"{luigid_url}/static/visualiser/index.html#tab=graph&taskId={urllib.parse.quote(root)}"
-    pattern = re.compile(r'data-display-name="ExecuteContainer\([^"]*pipe_cls=(diamond\.\w+)')
+    ours = {t["id"] for t in tasks_of(luigid_url, out, "DONE")}
+    assert len(ours) == 4
+    drawn = set()
     for attempt in range(3):  # the page draws after its API calls answer: give a slow first start another go
         dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                               "--no-first-run", "--disable-background-networking", "--disable-component-update",
                               "--disable-sync", f"--user-data-dir={tmp_path / f'chromium{attempt}'}",
                               "--virtual-time-budget=15000", "--dump-dom", page],
                              capture_output=True, text=True, timeout=120).stdout
-        if pattern.search(dom):
+        svg = dom[dom.find("<svg"):dom.find("</svg>")]
+        drawn = {task_id: status for status, task_id in re.findall(
+            r'class="graph-node-a" data-task-status="(\w+)" data-task-id="([^"]+)"', svg)}
+        if drawn:
             break
-    assert set(pattern.findall(dom)) == DIAMOND, dom[-3000:]  # the graph view draws the four container nodes
-    assert 'data-display-name="RunPipe(' in dom and 'data-display-name="PullOutput(' in dom
+    containers = {task_id for task_id in drawn if task_id.startswith("ExecuteContainer_")}
+    assert containers == ours, dom[-3000:]  # the graph view draws this run's four container nodes...
+    assert set(drawn.values()) == {"DONE"} and root in drawn  # ...and the pull and RunPipe, all done
+    assert any(task_id.startswith("PullOutput_") for task_id in drawn) and len(drawn) == 6
 
 
 def test_plan_errors_are_one_line_and_change_nothing(diamond, home, cli, tmp_path, docker_ready):
