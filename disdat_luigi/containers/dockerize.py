@@ -1,6 +1,6 @@
 """``dsdt dockerize``: the image that runs the pipe classes of a pipe_root, and finding it again at run time.
 
-Names (DESIGN.md): pipe class ``module.submodule.PipeClass`` runs in image ``disdat-module-submodule:latest``,
+Names: pipe class ``module.submodule.PipeClass`` runs in image ``disdat-module-submodule:latest``,
 prefixed by ``[dockerize] registry`` / ``repository_prefix`` when set. One build serves every module of the
 pipe_root; each module's name is a tag of it.
 

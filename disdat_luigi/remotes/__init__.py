@@ -1,4 +1,4 @@
-"""Remotes: where bundles are shared (S3 or a local directory), in DESIGN.md's layout."""
+"""Remotes: where bundles are shared (S3 or a local directory), in the layout of remote.py."""
 from __future__ import annotations
 
 from pathlib import Path

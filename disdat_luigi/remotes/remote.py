@@ -1,4 +1,4 @@
-"""DESIGN.md's remote layout over an object store, for one remote context::
+"""The remote layout over an object store, for one remote context::
 
     blobs/<sha256[:2]>/<sha256>                       one large file, content-addressed, shared
     packs/<sha256>                                    many small files in one object

@@ -1,6 +1,6 @@
 """Run records, leases and logs on the remote: what ran, whether it finished, who runs it now, what it said.
 
-Layout, next to the bundles of a remote context (DESIGN.md)::
+Layout, next to the bundles of a remote context (see remote.py)::
 
     context/<ctx>/runs/<node_id>.json      RunRecord: one per node, its latest attempt (the Luigi target)
     context/<ctx>/leases/<node_id>.json    Lease: the client running the node now, renewed by a heartbeat

@@ -1,0 +1,37 @@
+"""What the benchmarks share: a scratch environment for dsdt on the bench's own servers, and a timer."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DSDT = str(Path(sys.executable).parent / "dsdt")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def bench_env(work: Path, s3, pipe_root: Path) -> dict:
+    """dsdt's environment for a benchmark: its own home and image names, the bench's S3 server, host network."""
+    return dict(os.environ, DISDAT_HOME=str(work / "home"), DISDAT_PIPE_ROOT=str(pipe_root),
+                DISDAT_DOCKERIZE_REPOSITORY_PREFIX=f"disdat-bench-{os.getpid()}", DISDAT_RUN_NETWORK_MODE="host",
+                AWS_ENDPOINT_URL=s3.endpoint, AWS_ACCESS_KEY_ID=s3.access_key, AWS_SECRET_ACCESS_KEY=s3.secret_key,
+                AWS_DEFAULT_REGION="us-east-1", AWS_CONFIG_FILE=str(work / "none"),
+                AWS_SHARED_CREDENTIALS_FILE=str(work / "none"))
+
+
+def make_bucket(s3, name: str) -> str:
+    import boto3
+
+    boto3.client("s3", endpoint_url=s3.endpoint, aws_access_key_id=s3.access_key,
+                 aws_secret_access_key=s3.secret_key, region_name="us-east-1").create_bucket(Bucket=name)
+    return f"s3://{name}/remote"
+
+
+def timed(cmd: list, env: dict) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: {' '.join(cmd[:4])} failed:\n{proc.stderr[-3000:]}")
+    return elapsed
