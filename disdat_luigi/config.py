@@ -191,6 +191,7 @@ SCHEMA: Dict[Tuple[str, str], Setting] = {
     ("dockerize", "base_image"): Setting(_text, "python:3.11-slim", "base of the pipe images"),
     ("dockerize", "registry"): Setting(_text, None, "registry the images are pushed to"),
     ("dockerize", "repository_prefix"): Setting(_text, None, "prefix of the image repositories"),
+    ("dockerize", "ecr"): Setting(parse_bool, None, "the registry is Amazon ECR (default: known by its host name)"),
 }
 
 

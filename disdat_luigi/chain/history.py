@@ -1,5 +1,6 @@
-"""Run history from the remote: ``dsdt runs`` (what ran, did it fail, why), ``dsdt logs`` and
-``dsdt runs --clean`` (the runs whose client died: containers stopped and removed, records interrupted)."""
+"""Run history from the remote: ``dsdt runs`` (what ran, did it fail, why), ``dsdt logs``,
+``dsdt runs --clean`` (the runs whose client died: containers stopped and removed, records interrupted), and
+what ``dsdt pull NAME`` says about a non-blocking run of NAME that has not finished or has failed."""
 from __future__ import annotations
 
 import fnmatch
@@ -8,9 +9,9 @@ from typing import Iterator, List, Optional
 from ..containers.backend import get_backend
 from ..containers.execute import clean_up_node
 from ..display import safe
-from ..errors import NotFound
-from ..remotes import remote_of
-from ..remotes.runs import RUNNING, RunRecord, RunStore
+from ..errors import DisdatError, NotFound
+from ..remotes import Remote, remote_of
+from ..remotes.runs import FAILED, RUNNING, SUCCEEDED, TIMED_OUT, RunRecord, RunStore
 from ..store.context import Context
 
 
@@ -90,3 +91,33 @@ def clean(ctx: Context) -> Iterator[str]:
             yield f"run {node[:12]} ({what}): {'recorded interrupted' if running else 'cleaned'}{removed}"
     if not cleaned:
         yield "nothing to clean: no run whose client died"
+
+
+def pending_output(remote: Remote, name: str) -> Optional[str]:
+    """The output uuid of the latest non-blocking run of ``name`` once it succeeded; None when there is no such
+    run or a newer version of ``name`` is on the remote anyway; one line (DisdatError) while it has not
+    finished, or when it failed, with the reason."""
+    runs = RunStore(remote)
+    node = runs.pending(name)
+    record = runs.record(node) if node else None
+    if record is None:
+        return None
+    try:
+        if remote.latest(name).created > record.started:
+            return None
+    except NotFound:
+        pass
+    if record.status == RUNNING and record.job_id:
+        result = get_backend(record.backend).finished(record.job_id)
+        if result is not None and result.status != "succeeded":
+            record = runs.update_running(node, lambda r: r.finished(
+                TIMED_OUT if result.status == "timed_out" else FAILED, result.reason)) or record
+    if record.status == SUCCEEDED:
+        return record.output_uuid
+    if record.status == RUNNING:
+        state = get_backend(record.backend).status(record.job_id) if record.job_id else None
+        raise DisdatError(f"{name} is not ready yet: its run {node[:12]} ({record.pipe_cls}) is {state or 'running'}"
+                          f"{f' as job {record.job_id}' if record.job_id else ''}; pull again when it has finished "
+                          f"(`dsdt runs {name}`)")
+    raise DisdatError(f"the latest run of {name} ({node[:12]}, {record.pipe_cls}) {record.status.replace('_', ' ')}: "
+                      f"{record.error or 'no reason recorded'} (`dsdt logs {node[:12]}`)")

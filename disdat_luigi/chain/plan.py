@@ -50,6 +50,7 @@ class RunPlan:
     push_input: bool = True
     pull_intermediates: bool = False
     session_token_seconds: int = 0
+    wait: bool = True           # False: hand the graph to a backend that chains jobs, and return
 
     @property
     def root(self) -> NodePlan:
@@ -118,7 +119,8 @@ def resolve_input(ctx: Context, name: Optional[str], tags: Dict[str, str], push_
 def plan_run(*, context: Optional[str], input_bundle: Optional[str], output_bundle: str, pipe_cls: str,
              pipe_params: str, backend: str = "", input_tags: Optional[Dict[str, str]] = None,
              output_tags: Optional[Dict[str, str]] = None, force: bool = False, push_input: bool = True,
-             session_token_seconds: int = 0, pull_intermediates: bool = False) -> RunPlan:
+             session_token_seconds: int = 0, pull_intermediates: bool = False,
+             wait: Optional[bool] = None) -> RunPlan:
     from ..containers.dockerize import resolve_image
     from ..pipe.loader import load_pipe_class, params_from_json
 
@@ -157,4 +159,5 @@ def plan_run(*, context: Optional[str], input_bundle: Optional[str], output_bund
                    remote_context=binding.remote_context,
                    run_id=ids[graph.root], input_uuid=input_uuid, backend=chosen.name, nodes=nodes,
                    push_input=push_input, pull_intermediates=pull_intermediates,
-                   session_token_seconds=session_token_seconds)
+                   session_token_seconds=session_token_seconds,
+                   wait=not chosen.chains_jobs or (config.get("run", "wait") if wait is None else wait))

@@ -47,6 +47,7 @@ class RunOptions:
     workers: Optional[int] = None
     scheduler_url: Optional[str] = None
     context: Optional[str] = None
+    wait: Optional[bool] = None     # AWSBatch: wait for the jobs (default [run] wait)
 
 
 def scheduler_url(explicit: Optional[str]) -> Optional[str]:
@@ -92,7 +93,7 @@ def make_task(options: RunOptions):
                    pipe_cls=options.pipe_cls, pipe_params=params_json, backend=options.backend or "",
                    input_tags=dict(options.input_tags or {}), output_tags=dict(options.output_tags or {}),
                    force=options.force, no_push_input=not options.push_input,
-                   pull_intermediates=options.pull_intermediates,
+                   pull_intermediates=options.pull_intermediates, wait=options.wait,
                    use_aws_session_token=options.session_token_seconds, context=options.context or "")
     task.plan()
     return task
@@ -150,6 +151,9 @@ def run(options: RunOptions) -> RunPlan:
     n = len(plan.nodes)
     print(f"run {plan.run_id}: {options.pipe_cls} ({n} node{'s' if n != 1 else ''}) on {plan.backend}, image "
           f"{plan.root.image_id[:19]}" + (f", scheduler {url}" if url else ""), file=sys.stderr)
+    if plan.backend == "AWSBatch" and not config.get("dockerize", "registry"):
+        print(f"note: no [dockerize] registry: the jobs name the local image {plan.root.image}, which only a Batch "
+              f"emulation on this machine's Docker engine can run", file=sys.stderr)
     workers = options.workers or config.get("run", "workers")
     while True:
         result = build(task, workers, url)
@@ -165,3 +169,15 @@ def run(options: RunOptions) -> RunPlan:
 
 def output_bundle(plan: RunPlan):
     return Home(Path(plan.home)).context(plan.context).by_processing_id(plan.run_id)
+
+
+def submitted_jobs(plan: RunPlan) -> List[tuple]:
+    """(node id, pipe class, job id, status) of each node of a non-blocking run, from its run record."""
+    from ..remotes import open_remote
+    from ..remotes.runs import RunStore
+
+    with open_remote(plan.remote_url, plan.remote_context) as remote:
+        runs = RunStore(remote)
+        records = [(n.spec, runs.record(n.spec.node_id)) for n in plan.nodes]
+    return [(spec.node_id, spec.pipe_cls, r.job_id if r else None, r.status if r else "no record")
+            for spec, r in records]

@@ -218,6 +218,51 @@ class PullOutput(_Reporting):
         logger.info("pulled output %s %s: %d files, %d bytes", bundle.name, bundle.uuid, stats.files, stats.bytes)
 
 
+class SubmitGraph(_OnRemote):
+    """Non-blocking (AWS Batch without --wait): every node not yet done is a job, chained by the backend, and
+    the run's client does not wait. Complete when every node succeeded or runs in a live job."""
+
+    run_id = luigi.Parameter(description="the root node's id")
+    backend = luigi.Parameter(significant=False)
+    plan: RunPlan = _plan_parameter()
+
+    def requires(self) -> List[luigi.Task]:
+        plan = self.plan
+        if not (plan.input_uuid and any(n.spec.reads_input for n in plan.nodes)):
+            return []
+        on_remote = dict(remote=plan.remote_url, remote_context=plan.remote_context, input_uuid=plan.input_uuid)
+        return [PushInput(home=plan.home, context=plan.context, **on_remote) if plan.push_input
+                else InputOnRemote(**on_remote)]
+
+    def complete(self) -> bool:
+        from ..containers.backend import get_backend
+        from ..remotes.runs import RUNNING, SUCCEEDED, RunStore
+
+        backend = get_backend(self.plan.backend)
+        with open_remote(self.remote, self.remote_context) as remote:
+            runs = RunStore(remote)
+            records = [runs.record(n.spec.node_id) for n in self.plan.nodes]
+        return all(r is not None and (r.status == SUCCEEDED or (r.status == RUNNING and r.job_id
+                                                                and backend.is_live(r.job_id))) for r in records)
+
+    def run(self) -> None:
+        from ..containers.backend import get_backend
+        from ..containers.request import credentials_for
+        from ..containers.submit import submit_graph
+        from ..remotes.runs import RunStore
+
+        plan = self.plan
+        backend = get_backend(plan.backend)
+        jobs = [(plan.job(n.spec.node_id), n.image) for n in plan.nodes]
+        with open_remote(self.remote, self.remote_context) as remote:
+            submitted = submit_graph(jobs, backend, RunStore(remote), lambda: credentials_for(
+                plan.remote_url, plan.session_token_seconds, backend.long_lived_keys_allowed))
+        for s in submitted:
+            logger.info("node %s %s: %s%s", s.node.node_id[:12], s.node.pipe_cls, s.state,
+                        f" as job {s.job_id}" if s.job_id else "")
+        self.report(f"{sum(s.state == 'submitted' for s in submitted)} job(s) submitted to {backend.name}", 100, True)
+
+
 class RunPipe(luigi.WrapperTask):
     """Run a pipe class and its upstream pipes, one container each: push the input, execute, pull the output."""
 
@@ -229,6 +274,8 @@ class RunPipe(luigi.WrapperTask):
     input_tags = luigi.DictParameter(default={})
     output_tags = luigi.DictParameter(default={})
     force = luigi.BoolParameter(description="run again even if an identical run succeeded")
+    wait = luigi.OptionalBoolParameter(default=None, description="AWSBatch: wait for the jobs and pull the output "
+                                                                 "(default [run] wait)")
     no_push_input = luigi.BoolParameter(description="the input must already be on the remote")
     pull_intermediates = luigi.BoolParameter(description="pull every node's output, not only the root's")
     use_aws_session_token = luigi.IntParameter(default=0, description="seconds of STS credentials for the container")
@@ -247,11 +294,15 @@ class RunPipe(luigi.WrapperTask):
                 output_bundle=self.output_bundle, pipe_cls=self.pipe_cls, pipe_params=self.pipe_params,
                 backend=self.backend, input_tags=dict(self.input_tags), output_tags=dict(self.output_tags),
                 force=self.force, push_input=not self.no_push_input,
-                session_token_seconds=self.use_aws_session_token, pull_intermediates=self.pull_intermediates)
+                session_token_seconds=self.use_aws_session_token, pull_intermediates=self.pull_intermediates,
+                wait=self.wait)
         return self._plan
 
-    def requires(self) -> List[PullOutput]:
+    def requires(self) -> List[luigi.Task]:
         plan = self.plan()
+        if not plan.wait:
+            return [SubmitGraph(remote=plan.remote_url, remote_context=plan.remote_context, run_id=plan.run_id,
+                                backend=plan.backend, plan=plan)]
         nodes = plan.nodes if plan.pull_intermediates else (plan.root,)
         return [PullOutput(home=plan.home, context=plan.context, node_id=n.spec.node_id,
                            output_bundle=n.spec.bundle_name, plan=plan) for n in nodes]

@@ -80,7 +80,11 @@ def cmd_push(args: argparse.Namespace) -> None:
 def _uuids_to_pull(remote: Remote, args: argparse.Namespace) -> List[str]:
     if args.all:
         return [uuid for _, _, uuid in remote.versions()]
-    return [args.uuid or remote.latest(args.name).uuid]
+    if args.uuid:
+        return [args.uuid]
+    from ..chain.history import pending_output
+
+    return [pending_output(remote, args.name) or remote.latest(args.name).uuid]
 
 
 def cmd_pull(args: argparse.Namespace) -> None:

@@ -57,6 +57,9 @@ def register(sub: Any) -> None:
                                                           "(default: [run] local_scheduler)")
     p.add_argument("--pull-intermediates", action="store_true",
                    help="also pull the outputs of the upstream pipes (only the requested output by default)")
+    p.add_argument("--wait", action="store_true", default=None,
+                   help="AWSBatch: wait for the jobs, showing their state and logs, then pull the output (default "
+                        "[run] wait; without it the jobs are submitted and `dsdt pull OUTPUT` fetches it later)")
     _pipe_arguments(p)
     p.set_defaults(func=cmd_run)
 
@@ -102,7 +105,7 @@ def cmd_dockerize(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ..chain.run import RunOptions, output_bundle, run
+    from ..chain.run import RunOptions, output_bundle, run, submitted_jobs
 
     if args.use_aws_session_token < 0:
         raise DisdatError("--use-aws-session-token takes a number of seconds")
@@ -113,7 +116,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         pipe_args=args.pipe_args, backend=args.backend or "", input_tags=parse_tags(args.input_tag),
         output_tags=parse_tags(args.output_tag), force=args.force, push_input=not args.no_push_input,
         session_token_seconds=args.use_aws_session_token, pull_intermediates=args.pull_intermediates,
-        workers=args.workers, scheduler_url=args.scheduler_url))
+        workers=args.workers, scheduler_url=args.scheduler_url, wait=args.wait))
+    if not plan.wait:
+        for node_id, pipe_cls, job_id, status in submitted_jobs(plan):
+            print(f"node {node_id[:12]} {pipe_cls}: " + (f"job {job_id} ({status})" if job_id else status))
+        print(f"submitted to {plan.backend}; fetch the output when the jobs finish: dsdt pull {args.output_bundle}")
+        return 0
     bundle = output_bundle(plan)
     print(f"{bundle.name} {bundle.uuid} is in context {plan.context} (`dsdt cat {bundle.name}`)")
     return 0

@@ -39,6 +39,7 @@ class RunRequest:
     environment: Dict[str, str]         # never secret: it shows in `docker inspect` and the Batch console
     secrets: Dict[str, str]             # credentials: the backend decides how they travel, never inspectable
     name: str                           # container or job name
+    family: str                         # the pipe's module: names the image and the job definition
     remote_url: str                     # where the job reads and writes its data
     labels: Dict[str, str] = field(default_factory=dict)
     timeout: Optional[int] = None       # seconds
@@ -59,6 +60,7 @@ class Backend(ABC):
     tracking_url: Optional[Callable[[str], str]] = None   # job id -> a page that shows the job
 
     long_lived_keys_allowed = False   # may the host's own AWS keys travel to a job (as a private secret)?
+    chains_jobs = False               # can a whole graph be handed over at once (jobs that wait for jobs)?
 
     def check(self, remote_url: str) -> None:
         """Refuse, with one line and before anything is pushed, what this backend cannot run."""
@@ -88,6 +90,18 @@ class Backend(ABC):
         """Jobs of this node still known to the backend (a dead client's container, say)."""
         return []
 
+    def status(self, job_id: str) -> Optional[str]:
+        """The job's state as the backend names it (None when it does not know the job)."""
+        return None
+
+    def is_live(self, job_id: str) -> bool:
+        """The job has not finished (it is queued, starting or running)."""
+        return False
+
+    def finished(self, job_id: str) -> Optional[JobResult]:
+        """How the job ended, once it has (None while it runs, or when the backend no longer knows it)."""
+        return None
+
     def release(self, job_id: str) -> None:
         """Forget a finished job (Local: remove its container)."""
 
@@ -105,4 +119,6 @@ def get_backend(name: str = "") -> Backend:
         from .local import LocalDocker
 
         return LocalDocker()
-    raise DisdatError("the AWSBatch backend is not available in this version: use --backend Local")
+    from .aws_batch import AWSBatch
+
+    return AWSBatch()

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Iterator, List, Optional
 
 from .. import config
+from . import registry
 from .docker_engine import docker_client
 from ..errors import DisdatError, NotFound
 from ..pipe.loader import code_version, content_hash, files_of, pipe_modules
@@ -92,7 +93,9 @@ def resolve_image(module: str, pipe_root: Path) -> ResolvedImage:
     try:
         image = client.images.get(name)
     except docker.errors.ImageNotFound:
-        raise NotFound(f"image {name} does not exist: run `{dockerize_command(pipe_root, module)}`") from None
+        if registry.registry() is None:
+            raise NotFound(f"image {name} does not exist: run `{dockerize_command(pipe_root, module)}`") from None
+        image = registry.pull(client, name)  # a team member dockerized and pushed it
     labels = image.labels or {}
     current = code_version(pipe_root)
     if labels.get(LABEL_CODE) != current:
@@ -226,8 +229,4 @@ def dockerize(pipe_root: Path, module: Optional[str] = None, base: Optional[str]
         yield f"tagged {name} ({image.short_id})"
     if push:
         for name in names:
-            repository, _, tag = name.rpartition(":")
-            for item in client.images.push(repository, tag, stream=True, decode=True):
-                if "error" in item:
-                    raise DisdatError(f"pushing {name} failed: {item['error']}")
-            yield f"pushed {name}"
+            yield from registry.push(client, name)

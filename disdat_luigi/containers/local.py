@@ -131,6 +131,13 @@ class LocalDocker(Backend):
             return []
         return container.logs().decode(errors="replace").splitlines()
 
+    def status(self, job_id: str) -> Optional[str]:
+        container = self._container(job_id)
+        return container.status if container is not None else None
+
+    def is_live(self, job_id: str) -> bool:
+        return self.status(job_id) in ("created", "running", "restarting")
+
     def orphans(self, node_id: str) -> List[str]:
         return [c.name for c in self.client.containers.list(all=True, filters={"label": f"disdat.node_id={node_id}"})]
 

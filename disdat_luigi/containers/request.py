@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import os
-from typing import Dict
+from typing import Dict, Sequence
 from urllib.parse import urlparse
 
 from .. import config
@@ -76,8 +76,9 @@ def credentials_for(remote_url: str, session_token_seconds: int, long_lived_allo
     return credentials
 
 
-def run_request(job: NodeJob, image: str, secrets: Dict[str, str]) -> RunRequest:
-    """The request that runs ``job`` in ``image`` (an image reference the backend can run)."""
+def run_request(job: NodeJob, image: str, secrets: Dict[str, str], depends_on: Sequence[str] = ()) -> RunRequest:
+    """The request that runs ``job`` in ``image`` (an image reference the backend can run), after the jobs
+    ``depends_on`` (backends that chain jobs themselves)."""
     env: Dict[str, str] = {config.env_name("disdat", k): str(config.get("disdat", k)) for k in _PASSED_SETTINGS}
     if urlparse(job.remote_url).scheme == "s3":
         env["AWS_DEFAULT_REGION"] = region()
@@ -87,7 +88,8 @@ def run_request(job: NodeJob, image: str, secrets: Dict[str, str]) -> RunRequest
     node = job.node
     return RunRequest(
         image=image, args=["--job", job.to_json()], environment=env, secrets=secrets,
-        name=f"disdat-{node.node_id[:12]}-{os.urandom(3).hex()}", remote_url=job.remote_url,
+        name=f"disdat-{node.node_id[:12]}-{os.urandom(3).hex()}", family=node.pipe_cls.rpartition(".")[0],
+        remote_url=job.remote_url, depends_on=list(depends_on),
         labels={**config.get("run", "labels"), "disdat.node_id": node.node_id, "disdat.run_id": job.run_id,
                 "disdat.pipe_cls": node.pipe_cls},
         timeout=config.get("run", "timeout"),

@@ -5,6 +5,7 @@ Layout, next to the bundles of a remote context (see remote.py)::
     context/<ctx>/runs/<node_id>.json      RunRecord: one per node, its latest attempt (the Luigi target)
     context/<ctx>/leases/<node_id>.json    Lease: the client running the node now, renewed by a heartbeat
     context/<ctx>/logs/<node_id>.log       the container's log of that attempt
+    context/<ctx>/pending/<name>.json      the root node of a non-blocking run whose output is <name>
 
 A record is written ``running`` by the client before it starts a container, and ``succeeded`` or
 ``failed`` by the container last, after its output is pushed; the client writes ``timed_out`` or
@@ -231,6 +232,23 @@ class RunStore:
         if len(matches) > 1:
             raise NotFound(f"run id {prefix} is ambiguous ({len(matches)} runs start with it): give more digits")
         return matches[0]
+
+    # -- pending outputs (non-blocking runs) ----------------------------------------------------------
+    def pending_key(self, name: str) -> str:
+        return f"{self._root}/pending/{check_name(name)}.json"
+
+    def write_pending(self, name: str, node_id: str) -> None:
+        self.store.put_bytes(self.pending_key(name), json.dumps({"node_id": node_id}).encode())
+
+    def pending(self, name: str) -> Optional[str]:
+        """The root node of the latest non-blocking run whose output is ``name`` (None when there is none)."""
+        try:
+            d = json.loads(self.store.get_bytes(self.pending_key(name)))
+            return check_hex_id(d.get("node_id") if isinstance(d, dict) else None, "pending node id")
+        except NotFound:
+            return None
+        except (ValueError, UnicodeDecodeError):
+            raise IntegrityError(f"the pending marker of {name} on the remote is not valid JSON") from None
 
     # -- logs --------------------------------------------------------------------------------------
     def write_log(self, node_id: str, text: bytes) -> None:
