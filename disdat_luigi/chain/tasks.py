@@ -167,15 +167,22 @@ class ExecuteContainer(_OnRemote):
         node = self.plan.node(self.node_id)
         short = self.node_id[:12]
         self.report(f"starting node {short} ({self.pipe_cls}) on {backend.name}", force=True)
-        last = {"line": ""}
+        last = {"line": "", "state": "running"}
+
+        job = backend.job_word
 
         def on_line(line: str) -> None:
             logger.info("[%s %s] %s", self.pipe_cls, short, safe(line))
             last["line"] = line
-            self.report(f"container {short} running: {line}")
+            self.report(f"{job} {short} {last['state']}: {line}")
 
         def on_status(state: str) -> None:
-            self.report(f"container {short} {state}: {last['line']}", force=True)
+            last["state"] = state
+            self.report(f"{job} {short} {state}: {last['line']}", force=True)
+
+        def on_job(job_id: str) -> None:
+            if backend.tracking_url:
+                self.set_tracking_url(backend.tracking_url(job_id))
 
         def secrets() -> Dict[str, str]:
             return credentials_for(self.plan.remote_url, self.plan.session_token_seconds,
@@ -183,9 +190,7 @@ class ExecuteContainer(_OnRemote):
 
         with open_remote(self.remote, self.remote_context) as remote:
             record = NodeExecution(self.plan.job(self.node_id), backend, RunStore(remote), node.image, secrets,
-                                   on_line, on_status).execute()
-        if backend.tracking_url and record.job_id:
-            self.set_tracking_url(backend.tracking_url(record.job_id))
+                                   on_line, on_status, on_job).execute()
         self.report(f"node {short} succeeded: {record.bundle_name} {record.output_uuid}", 100, True)
 
 

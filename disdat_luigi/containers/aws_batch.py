@@ -13,8 +13,9 @@ Its choices:
   job's *last* attempt is streamed line by line. A failure carries Batch's status reason and the last log
   lines; a job that failed before it started has no log stream, and says so. ``cancel`` terminates the job.
 * **Where the data is:** jobs run elsewhere, so a ``file://`` remote is refused.
-* **Images:** the registry name (``[dockerize] registry``); without a registry, the local name, which only a
-  Batch emulation on this machine's engine can run.
+* **Images** are named by content, so that a job definition changes exactly when the image does: by their
+  digest in ``[dockerize] registry`` (``registry/repository@sha256:...``, after ``dsdt dockerize --push``);
+  without a registry, by their local id, which only a Batch emulation on this machine's engine can run.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from .. import config
 from ..errors import DisdatError
 from .backend import LOG_TAIL, Backend, JobResult, OnLine, OnStatus, RunRequest
 from .batch_client import BatchClient, check_queue
+from .registry import registry
 
 FINAL = ("SUCCEEDED", "FAILED")
 LIVE = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING")
@@ -46,6 +48,7 @@ def job_name(family: str, node_id: str) -> str:
 
 class AWSBatch(Backend):
     name = "AWSBatch"
+    job_word = "job"
     long_lived_keys_allowed = False
     chains_jobs = True
 
@@ -64,7 +67,15 @@ class AWSBatch(Backend):
         check_queue(self.client, config.get("run", "aws_batch_queue"))
 
     def image_reference(self, image) -> str:
-        return image.name
+        host = registry()
+        if host is None:
+            return image.id
+        repository = image.name.rpartition(":")[0]
+        pushed = [d for d in image.digests if d.startswith(repository + "@")]
+        if not pushed:
+            raise DisdatError(f"image {image.name} is not in the registry {host}: run `dsdt dockerize --push` "
+                              f"(AWS Batch pulls it from there)")
+        return pushed[0]
 
     # -- job definitions -------------------------------------------------------------------------------
     def _wanted(self, request: RunRequest) -> Dict[str, Any]:

@@ -57,6 +57,7 @@ class JobResult:
 
 class Backend(ABC):
     name: str
+    job_word = "container"            # what a job is called in status messages
     tracking_url: Optional[Callable[[str], str]] = None   # job id -> a page that shows the job
 
     long_lived_keys_allowed = False   # may the host's own AWS keys travel to a job (as a private secret)?

@@ -20,7 +20,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import Iterator, List, Optional, Tuple
 
 from .. import config
 from . import registry
@@ -82,6 +82,7 @@ class ResolvedImage:
     name: str
     id: str
     code_version: str
+    digests: Tuple[str, ...] = ()       # repository@sha256:... of where it was pushed to or pulled from
 
 
 def resolve_image(module: str, pipe_root: Path) -> ResolvedImage:
@@ -104,7 +105,7 @@ def resolve_image(module: str, pipe_root: Path) -> ResolvedImage:
     if labels.get(LABEL_PACKAGE) != package_version():
         raise DisdatError(f"image {name} holds another version of disdat-luigi than this one: run "
                           f"`{dockerize_command(pipe_root, module)}`")
-    return ResolvedImage(name, image.id, current)
+    return ResolvedImage(name, image.id, current, tuple(image.attrs.get("RepoDigests") or ()))
 
 
 # ---------------------------------------------------------------------------------------------------

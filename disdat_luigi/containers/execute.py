@@ -112,9 +112,10 @@ class NodeExecution:
     """One node of a run on one backend (see the module docstring)."""
 
     def __init__(self, job: NodeJob, backend: Backend, runs: RunStore, image: str,
-                 secrets: Callable[[], Dict[str, str]], on_line: OnLine, on_status: OnStatus):
+                 secrets: Callable[[], Dict[str, str]], on_line: OnLine, on_status: OnStatus,
+                 on_job: Callable[[str], None] = lambda job_id: None):
         self.job, self.backend, self.runs, self.image = job, backend, runs, image
-        self.secrets, self.on_line, self.on_status = secrets, on_line, on_status
+        self.secrets, self.on_line, self.on_status, self.on_job = secrets, on_line, on_status, on_job
         self.node_id = job.node.node_id
 
     def execute(self) -> RunRecord:
@@ -178,6 +179,7 @@ class NodeExecution:
                     job_id = self.backend.submit(request)
                     if job_id != request.name:
                         self.runs.update_running(self.node_id, lambda r: replace(r, job_id=job_id))
+                    self.on_job(job_id)
                     result = self.backend.wait(job_id, self.on_line, self.on_status, request.timeout)
                 except KeyboardInterrupt:
                     if job_id is not None:
