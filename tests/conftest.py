@@ -273,3 +273,11 @@ def docker_containers(**labels):
     client = docker.from_env()
     filters = {"label": [f"disdat.test={_TEST_LABEL}"] + [f"{k}={v}" for k, v in labels.items()]}
     return client.containers.list(all=True, filters=filters)
+
+
+def _remote_keys(url: str) -> list:
+    """Every key on a remote (for 'nothing was pushed')."""
+    from disdat_luigi.remotes import open_remote
+
+    with open_remote(url, "shared") as remote:
+        return sorted(remote.store.list(""))

@@ -1,0 +1,270 @@
+"""The AWSBatch backend against moto's server: AWS Batch, STS, ECR, CloudWatch Logs, IAM and S3 are AWS's, so
+moto stands in for them (the only mocked services here), and it really runs every job's container on this
+machine's Docker engine. The remote is moto's own S3, where moto's STS credentials are valid, as on a real
+account. The registry test pushes for real, to Debian's docker-registry on 127.0.0.1."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from conftest import DSDT, REPO, TEST_PIPES, assert_user_error, run_dsdt, snapshot
+
+LONG_KEY, LONG_SECRET = "AKIALONGTERMHOSTKEY0", "long-term-host-secret-never-in-a-job"
+TOKEN = ("--use-aws-session-token", "900")
+
+
+@pytest.fixture(scope="session")
+def batch_queue(moto_url):
+    """An UNMANAGED compute environment and a job queue on moto, once per test session."""
+    import boto3
+
+    kw = dict(endpoint_url=moto_url, region_name="us-east-1", aws_access_key_id=LONG_KEY,
+              aws_secret_access_key=LONG_SECRET)
+    role = boto3.client("iam", **kw).create_role(RoleName="disdat-batch", AssumeRolePolicyDocument="{}")["Role"]
+    batch = boto3.client("batch", **kw)
+    env = batch.create_compute_environment(computeEnvironmentName="disdat-ce", type="UNMANAGED", state="ENABLED",
+                                           serviceRole=role["Arn"])["computeEnvironmentArn"]
+    batch.create_job_queue(jobQueueName="disdat-queue", state="ENABLED", priority=1,
+                           computeEnvironmentOrder=[{"order": 1, "computeEnvironment": env}])
+    return "disdat-queue"
+
+
+@pytest.fixture
+def aws(moto_url, batch_queue, monkeypatch, home, cli, test_pipes_image, pipe_root):
+    """boto (and dsdt) pointed at moto with long-lived host keys, a fresh bucket bound as the remote."""
+    import boto3
+
+    pipe_root(TEST_PIPES)
+    for name, value in (("AWS_ENDPOINT_URL", moto_url), ("AWS_ACCESS_KEY_ID", LONG_KEY),
+                        ("AWS_SECRET_ACCESS_KEY", LONG_SECRET), ("AWS_DEFAULT_REGION", "us-east-1"),
+                        ("DISDAT_RUN_AWS_BATCH_QUEUE", batch_queue), ("DISDAT_RUN_BACKEND", "AWSBatch")):
+        monkeypatch.setenv(name, value)
+    bucket = f"batch-{uuid.uuid4().hex[:10]}"
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    assert cli("remote", "shared", f"s3://{bucket}/r").code == 0
+    return boto3.client("batch"), f"s3://{bucket}/r"
+
+
+def _run(*args, **kw):
+    return run_dsdt("run", *args, cwd=REPO, **kw)
+
+
+def _records(url):
+    from disdat_luigi.remotes import open_remote
+    from disdat_luigi.remotes.runs import RunStore
+
+    with open_remote(url, "shared") as remote:
+        runs = RunStore(remote)
+        return {r.bundle_name: r for _, r, _ in runs.records() if r is not None}
+
+
+def _definitions(batch, family):
+    return sorted(d["revision"] for d in batch.describe_job_definitions(
+        jobDefinitionName=f"disdat-{family}-job-definition", status="ACTIVE")["jobDefinitions"])
+
+
+def test_a_waiting_run_streams_the_job_log_and_pulls_the_output(aws, home):
+    batch, url = aws
+    r = _run("--wait", *TOKEN, "-", "nap", "slow.Sleep", "--seconds", "1")
+    assert r.code == 0, r.err
+    assert re.search(r"\[slow\.Sleep [0-9a-f]{12}\] sleeping 1\.0 s", r.err)  # CloudWatch lines in the task log
+    assert home.context().latest("nap").data() == 1.0
+    record = _records(url)["nap"]
+    job = batch.describe_jobs(jobs=[record.job_id])["jobs"][0]
+    assert record.status == "succeeded" and record.backend == "AWSBatch" and job["status"] == "SUCCEEDED"
+    assert job["jobName"] == f"disdat-slow-{record.node_id[:12]}"
+
+
+def test_a_non_blocking_diamond_is_submitted_whole_and_pulled_later(aws, home):
+    batch, url = aws
+    r = _run(*TOKEN, "-", "joined", "diamond.Join", "--seconds", "2")
+    assert r.code == 0, r.err
+    lines = r.out.strip().splitlines()
+    assert lines[-1] == "submitted to AWSBatch; fetch the output when the jobs finish: dsdt pull joined"
+    jobs = dict(re.findall(r"node [0-9a-f]{12} (diamond\.\w+): job ([0-9a-f-]{36}) \(running\)", r.out))
+    assert set(jobs) == {"diamond.Root", "diamond.Left", "diamond.Right", "diamond.Join"}
+    join = batch.describe_jobs(jobs=[jobs["diamond.Join"]])["jobs"][0]
+    assert sorted(d["jobId"] for d in join["dependsOn"]) == sorted([jobs["diamond.Left"], jobs["diamond.Right"]])
+    left = batch.describe_jobs(jobs=[jobs["diamond.Left"]])["jobs"][0]
+    assert [d["jobId"] for d in left["dependsOn"]] == [jobs["diamond.Root"]]
+    assert home.context().find(["joined"]) == []  # nothing waits: the client is gone
+    early = run_dsdt("pull", "joined")
+    assert_user_error(early, "joined is not ready yet: its run", "pull again when it has finished")
+    deadline = time.monotonic() + 120
+    while (pulled := run_dsdt("pull", "joined")).code != 0 and time.monotonic() < deadline:
+        time.sleep(2)
+    assert pulled.code == 0, pulled.err
+    assert home.context().latest("joined").data() == {"sum": 5}
+    assert {name: rec.status for name, rec in _records(url).items()} == {
+        "joined": "succeeded", "joined-left": "succeeded", "joined-right": "succeeded", "joined-root": "succeeded"}
+    again = _run(*TOKEN, "-", "joined", "diamond.Join", "--seconds", "2")  # everything is done: nothing submitted
+    assert again.code == 0 and again.out.count("succeeded") == 4 and "job " not in again.out
+
+
+def test_a_failing_job_fails_with_its_reason_and_log_and_pulls_nothing(aws, home):
+    batch, url = aws
+    r = _run("--wait", *TOKEN, "-", "bad", "unstorable.ReturnsASocket")
+    assert r.code == 1
+    last = r.err.strip().splitlines()[-1]
+    assert last.startswith("dsdt: error: the run failed: a bundle cannot hold a socket")
+    assert re.search(r"AWS Batch job [0-9a-f-]{36} failed", last)
+    assert "dsdt-entrypoint: error: a bundle cannot hold a socket" in r.err  # the job's log lines
+    assert home.context().find(["bad"]) == [] and _records(url)["bad"].status == "failed"
+    submitted = _run(*TOKEN, "-", "bad2", "unstorable.ReturnsASocket")  # non-blocking: the pull says why
+    assert submitted.code == 0, submitted.err
+    deadline = time.monotonic() + 60
+    while "is not ready yet" in (pulled := run_dsdt("pull", "bad2")).err and time.monotonic() < deadline:
+        time.sleep(2)
+    assert_user_error(pulled, "the latest run of bad2", "failed: a bundle cannot hold a socket", "dsdt logs ")
+    assert home.context().find(["bad2"]) == []
+
+
+def test_job_definitions_are_reused_and_revised_only_when_the_image_changes(aws, home, docker_ready, tmp_path,
+                                                                          monkeypatch):
+    batch, url = aws
+    before = _definitions(batch, "slow")
+    assert _run("--wait", *TOKEN, "-", "a", "slow.Sleep", "--seconds", "0").code == 0
+    after_one = _definitions(batch, "slow")
+    assert _run("--wait", *TOKEN, "--force", "-", "b", "slow.Sleep", "--seconds", "0").code == 0
+    assert _definitions(batch, "slow") == after_one and len(after_one) - len(before) <= 1  # never one per run
+    root = tmp_path / "pipe_root"
+    shutil.copytree(TEST_PIPES, root, ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "changed.txt").write_text(uuid.uuid4().hex)  # another image, same module
+    monkeypatch.setenv("DISDAT_PIPE_ROOT", str(root))
+    assert run_dsdt("dockerize", "--base-image", docker_ready, str(root), "slow").code == 0
+    assert _run("--wait", *TOKEN, "-", "c", "slow.Sleep", "--seconds", "0").code == 0
+    revised = _definitions(batch, "slow")
+    assert len(revised) == len(after_one) + 1  # exactly one new revision
+    latest = batch.describe_job_definitions(jobDefinitionName="disdat-slow-job-definition",
+                                            revision=revised[-1])["jobDefinitions"]
+    assert [d for d in latest if d["revision"] == revised[-1]][0]["containerProperties"]["image"] == \
+        _records(url)["c"].image
+
+
+def test_bad_batch_setups_are_one_line_before_anything_is_pushed(aws, home, cli, tmp_path, monkeypatch):
+    from conftest import _remote_keys
+
+    batch, url = aws
+    cli("add", "texts", TEST_PIPES / "slow.py")
+    cli("commit", "texts")
+    before = (snapshot(home.path), _remote_keys(url))
+    monkeypatch.setenv("DISDAT_RUN_AWS_BATCH_QUEUE", "no-such-queue")
+    assert_user_error(_run("texts", "out", "passthrough.PassThrough"), "AWS Batch has no job queue 'no-such-queue'")
+    monkeypatch.delenv("DISDAT_RUN_AWS_BATCH_QUEUE")
+    assert_user_error(_run("texts", "out", "passthrough.PassThrough"),
+                      "no AWS Batch job queue: set [run] aws_batch_queue")
+    assert (snapshot(home.path), _remote_keys(url)) == before  # nothing pushed, nothing changed
+    monkeypatch.setenv("DISDAT_RUN_AWS_BATCH_QUEUE", "disdat-queue")
+    cli("context", "local")
+    cli("switch", "local")
+    assert cli("remote", "shared", (tmp_path / "remote").as_uri()).code == 0
+    cli("add", "texts", TEST_PIPES / "slow.py")
+    cli("commit", "texts")
+    assert_user_error(_run("texts", "out", "passthrough.PassThrough"),
+                      "AWS Batch jobs run on other machines and cannot reach the remote file://")
+    assert not (tmp_path / "remote").exists()  # the input was not pushed
+
+
+def test_session_credentials_reach_the_job_and_long_lived_keys_reach_nothing(aws, home, luigid_url):
+    batch, url = aws
+    r = _run("--wait", "--scheduler-url", luigid_url, *TOKEN, "-", "env", "envcheck.Environment")
+    assert r.code == 0, r.err
+    env = home.context().latest("env").data()
+    assert env["has_session_token"] and env["access_key_id"] not in (None, LONG_KEY)
+    record = _records(url)["env"]
+    job = batch.describe_jobs(jobs=[record.job_id])["jobs"][0]
+    names = {e["name"] for e in job["container"]["environment"]}
+    assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"} <= names
+    definitions = batch.describe_job_definitions(jobDefinitionName="disdat-envcheck-job-definition")
+    from disdat_luigi.remotes import open_remote
+    from disdat_luigi.remotes.runs import RunStore
+
+    with open_remote(url, "shared") as remote:
+        stored_log = RunStore(remote).log(record.node_id) or b""
+        remote_text = b"".join(remote.store.get_bytes(k) for k in remote.store.list("context/"))
+    from urllib.request import urlopen
+    from urllib.parse import quote
+
+    scheduler = urlopen(f"{luigid_url}/api/task_list?data={quote(json.dumps({'status': 'DONE', 'upstream_status': ''}))}",
+                        timeout=10).read().decode()
+    for place in (r.err, r.out, json.dumps(job, default=str), json.dumps(definitions, default=str),
+                  stored_log.decode(), remote_text.decode(errors="replace"), scheduler):
+        assert LONG_KEY not in place and LONG_SECRET not in place
+    task = next(t for t in json.loads(scheduler)["response"].values() if t["name"] == "ExecuteContainer"
+                and t["params"]["output_bundle"] == "env")
+    assert task["tracking_url"] == f"https://us-east-1.console.aws.amazon.com/batch/home?region=us-east-1#jobs/detail/" \
+                                   f"{record.job_id}"
+
+
+def test_without_a_session_token_jobs_get_no_credentials_at_all(aws, home):
+    batch, url = aws
+    r = _run("-", "envless", "envcheck.Environment")  # non-blocking; the job relies on its (emulated) role
+    assert r.code == 0, r.err
+    job_id = re.search(r"job ([0-9a-f-]{36})", r.out).group(1)
+    environment = {e["name"] for e in batch.describe_jobs(jobs=[job_id])["jobs"][0]["container"]["environment"]}
+    assert not any(name.startswith("AWS_") and name not in ("AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL_S3")
+                   for name in environment), environment
+
+
+def test_interrupting_a_waiting_run_terminates_its_job(aws, home):
+    batch, url = aws
+    proc = subprocess.Popen([DSDT, "run", "--wait", *TOKEN, "-", "long", "slow.Sleep", "--seconds", "120"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        job = None
+        while time.monotonic() < deadline:
+            record = _records(url).get("long")
+            if record is not None and record.job_id:
+                job = batch.describe_jobs(jobs=[record.job_id])["jobs"][0]
+                if job["status"] == "RUNNING":
+                    break
+            time.sleep(0.5)
+        assert job is not None and job["status"] == "RUNNING", job
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and err.strip().splitlines()[-1] == "dsdt: interrupted"
+    deadline = time.monotonic() + 30
+    while (job := batch.describe_jobs(jobs=[job["jobId"]])["jobs"][0])["status"] != "FAILED":
+        assert time.monotonic() < deadline, job["status"]
+        time.sleep(0.5)
+    assert job["statusReason"] == "disdat-luigi: interrupted"
+    assert _records(url)["long"].status == "interrupted"
+
+
+def test_images_go_to_a_registry_and_a_local_run_pulls_them(aws, home, cli, registry, docker_ready, monkeypatch,
+                                                            tmp_path):
+    """A real `docker push` to docker-registry on 127.0.0.1, treated as ECR (moto's ECR creates the repository
+    and hands out the login), then a Local run on an engine without the image pulls it from there."""
+    import boto3
+    import docker
+
+    monkeypatch.setenv("DISDAT_DOCKERIZE_REGISTRY", registry)
+    monkeypatch.setenv("DISDAT_DOCKERIZE_ECR", "true")
+    prefix = f"team{uuid.uuid4().hex[:6]}"
+    monkeypatch.setenv("DISDAT_DOCKERIZE_REPOSITORY_PREFIX", prefix)
+    pushed = run_dsdt("dockerize", "--base-image", docker_ready, "--push", str(TEST_PIPES), "slow")
+    assert pushed.code == 0, pushed.err
+    name = f"{registry}/{prefix}/disdat-slow:latest"
+    assert f"created the ECR repository {prefix}/disdat-slow" in pushed.out
+    assert pushed.out.strip().splitlines()[-1] == f"pushed {name}"
+    repos = boto3.client("ecr").describe_repositories()["repositories"]
+    assert f"{prefix}/disdat-slow" in [r["repositoryName"] for r in repos]
+    client = docker.from_env()
+    client.images.remove(name)  # this engine no longer has it: a team member pushed it
+    monkeypatch.setenv("DISDAT_RUN_BACKEND", "Local")
+    assert cli("remote", "shared", (tmp_path / "remote").as_uri()).code == 0
+    r = _run("-", "pulled", "slow.Sleep", "--seconds", "0")
+    assert r.code == 0, r.err
+    assert client.images.get(name).attrs["RepoDigests"]  # it came from the registry
+    assert home.context().latest("pulled").data() == 0.0
+    client.images.remove(name)
