@@ -118,9 +118,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         session_token_seconds=args.use_aws_session_token, pull_intermediates=args.pull_intermediates,
         workers=args.workers, scheduler_url=args.scheduler_url, wait=args.wait))
     if not plan.wait:
-        for node_id, pipe_cls, job_id, status in submitted_jobs(plan):
+        jobs = submitted_jobs(plan)
+        for node_id, pipe_cls, job_id, status in jobs:
             print(f"node {node_id[:12]} {pipe_cls}: " + (f"job {job_id} ({status})" if job_id else status))
-        print(f"submitted to {plan.backend}; fetch the output when the jobs finish: dsdt pull {args.output_bundle}")
+        if any(status == "running" for *_, status in jobs):
+            print(f"submitted to {plan.backend}; fetch the output when the jobs finish: dsdt pull {args.output_bundle}")
+        else:
+            print(f"every node is done already: dsdt pull {args.output_bundle}")
         return 0
     bundle = output_bundle(plan)
     print(f"{bundle.name} {bundle.uuid} is in context {plan.context} (`dsdt cat {bundle.name}`)")

@@ -105,7 +105,9 @@ def test_a_non_blocking_diamond_is_submitted_whole_and_pulled_later(aws, home):
     assert {name: rec.status for name, rec in _records(url).items()} == {
         "joined": "succeeded", "joined-left": "succeeded", "joined-right": "succeeded", "joined-root": "succeeded"}
     again = _run(*TOKEN, "-", "joined", "diamond.Join", "--seconds", "2")  # everything is done: nothing submitted
-    assert again.code == 0 and again.out.count("succeeded") == 4 and "job " not in again.out
+    assert again.code == 0, again.err
+    assert dict(re.findall(r"node [0-9a-f]{12} (diamond\.\w+): job ([0-9a-f-]{36}) \(succeeded\)", again.out)) == jobs
+    assert again.out.strip().splitlines()[-1] == "every node is done already: dsdt pull joined"
 
 
 def test_a_failing_job_fails_with_its_reason_and_log_and_pulls_nothing(aws, home):
@@ -192,15 +194,15 @@ def test_session_credentials_reach_the_job_and_long_lived_keys_reach_nothing(aws
     from urllib.request import urlopen
     from urllib.parse import quote
 
-    scheduler = urlopen(f"{luigid_url}/api/task_list?data={quote(json.dumps({'status': 'DONE', 'upstream_status': ''}))}",
-                        timeout=10).read().decode()
+    query = quote(json.dumps({"status": "DONE", "upstream_status": ""}))
+    scheduler = urlopen(f"{luigid_url}/api/task_list?data={query}", timeout=10).read().decode()
     for place in (r.err, r.out, json.dumps(job, default=str), json.dumps(definitions, default=str),
                   stored_log.decode(), remote_text.decode(errors="replace"), scheduler):
         assert LONG_KEY not in place and LONG_SECRET not in place
     task = next(t for t in json.loads(scheduler)["response"].values() if t["name"] == "ExecuteContainer"
                 and t["params"]["output_bundle"] == "env")
-    assert task["tracking_url"] == f"https://us-east-1.console.aws.amazon.com/batch/home?region=us-east-1#jobs/detail/" \
-                                   f"{record.job_id}"
+    console = "https://us-east-1.console.aws.amazon.com/batch/home?region=us-east-1#jobs/detail/"
+    assert task["tracking_url"] == console + record.job_id
 
 
 def test_without_a_session_token_jobs_get_no_credentials_at_all(aws, home):
