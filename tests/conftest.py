@@ -209,7 +209,10 @@ def docker_ready():
         for image in client.images.list():
             for tag in image.tags:
                 if tag.startswith(IMAGE_PREFIX + "/"):
-                    client.images.remove(tag)
+                    try:
+                        client.images.remove(tag)
+                    except docker.errors.APIError:  # a container of a job still running uses it: leave the tag
+                        pass
 
 
 def _dockerize(pipe_root: Path, base: str) -> None:

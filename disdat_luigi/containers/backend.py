@@ -62,6 +62,7 @@ class Backend(ABC):
 
     long_lived_keys_allowed = False   # may the host's own AWS keys travel to a job (as a private secret)?
     chains_jobs = False               # can a whole graph be handed over at once (jobs that wait for jobs)?
+    names_jobs = False                # is a job's id the name it was submitted with (known before submit)?
 
     def check(self, remote_url: str) -> None:
         """Refuse, with one line and before anything is pushed, what this backend cannot run."""

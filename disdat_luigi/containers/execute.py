@@ -168,7 +168,8 @@ class NodeExecution:
 
     def _run(self, lease: Lease, version: str, attempt: int) -> RunRecord:
         request: RunRequest = self._request()
-        self.runs.write(new_record(self.job, self.backend.name, attempt, job_id=request.name))
+        self.runs.write(new_record(self.job, self.backend.name, attempt,
+                                   job_id=request.name if self.backend.names_jobs else None))
         job_id: Optional[str] = None
         heartbeat = _Heartbeat(self.runs, self.node_id, lease, version,
                                on_lost=lambda: job_id and self.backend.cancel(job_id, "lost its lease"))

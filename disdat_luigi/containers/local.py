@@ -33,6 +33,7 @@ STDIN_FLAG = "DISDAT_CLIENT_ON_STDIN"     # tells the entrypoint to read secrets
 class LocalDocker(Backend):
     name = "Local"
     long_lived_keys_allowed = True    # they go on stdin, never into the container's configuration
+    names_jobs = True                 # a container is known by its name
 
     def __init__(self) -> None:
         self._client = None
