@@ -140,8 +140,15 @@ def test_job_definitions_are_reused_and_revised_only_when_the_image_changes(aws,
     shutil.copytree(TEST_PIPES, root, ignore=shutil.ignore_patterns("__pycache__"))
     (root / "changed.txt").write_text(uuid.uuid4().hex)  # another image, same module
     monkeypatch.setenv("DISDAT_PIPE_ROOT", str(root))
+    prefix = f"changed{uuid.uuid4().hex[:6]}"  # its own tags: the session's images stay as they are
+    monkeypatch.setenv("DISDAT_DOCKERIZE_REPOSITORY_PREFIX", prefix)
     assert run_dsdt("dockerize", "--base-image", docker_ready, str(root), "slow").code == 0
-    assert _run("--wait", *TOKEN, "-", "c", "slow.Sleep", "--seconds", "0").code == 0
+    try:
+        assert _run("--wait", *TOKEN, "-", "c", "slow.Sleep", "--seconds", "0").code == 0
+    finally:
+        import docker
+
+        docker.from_env().images.remove(f"{prefix}/disdat-slow:latest", force=True)
     revised = _definitions(batch, "slow")
     assert len(revised) == len(after_one) + 1  # exactly one new revision
     latest = batch.describe_job_definitions(jobDefinitionName="disdat-slow-job-definition")["jobDefinitions"]
