@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test venv system bench clean
+.PHONY: demo test unit venv system bench clean
 
 venv: $(VENV)/.installed
 
@@ -23,8 +23,13 @@ system:
 demo: venv system
 	$(BIN)/python scripts/services.py with-docker -- bash scripts/demo.sh
 
+# Every tier: unit/ (no services), store/ (local store, remotes, API), containers/ (Docker), scheduler/
+# (luigid, Chromium), batch/ (moto's AWS Batch). `make unit` runs the fast tier alone (seconds, no services).
 test: venv system
 	$(BIN)/python scripts/services.py with-docker -- $(BIN)/pytest $(PYTEST_ARGS)
+
+unit: venv
+	$(BIN)/pytest tests/unit -q $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

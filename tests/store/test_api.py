@@ -19,7 +19,7 @@ from disdat_luigi.config import SettingsError
 from disdat_luigi.remotes import open_store
 
 SCRIPT = REPO / "tests" / "store" / "api_scripts" / "notebook.py"
-DOCS = REPO / "docs" / "from-python.md"
+README = REPO / "README.md"
 
 
 def _process(args, tmp_path, **env):
@@ -97,7 +97,8 @@ def test_notebook_script_as_a_process(tmp_path, remote_url):
 
 
 def test_from_python_docs_run_as_written(tmp_path):
-    code = re.search(r"```python\n(.*?)```", DOCS.read_text(), re.S).group(1)
+    section = README.read_text().split("## From Python", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     script = tmp_path / "from_python.py"
     script.write_text(code)
     r = _process([script], tmp_path)
