@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The demo behind `make demo`: bundles, then a pipe run in a Docker container as a Luigi chain.
+# The demo behind `make demo`: bundles, then a pipe graph run as Docker containers (one per pipe) by Luigi.
 # Everything lives under .demo/ (its own DISDAT_HOME and a file:// remote); your ~/.disdat is not touched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -7,6 +7,8 @@ BIN=${BIN:-.venv/bin}
 BASE_IMAGE=${BASE_IMAGE:-disdat-luigi-base:bookworm}
 DEMO=$PWD/.demo
 export DISDAT_HOME=$DEMO/home
+# The engine `make demo` starts has no bridge network: containers use the host's network.
+export DISDAT_RUN_NETWORK_MODE=host
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 dsdt() { echo "\$ dsdt $*"; "$BIN/dsdt" "$@"; }
 
@@ -35,13 +37,17 @@ dsdt ls
 step "The image for the pipe classes under pipes/"
 dsdt dockerize --base-image "$BASE_IMAGE" pipes
 
-step "Run report.TextReport (two upstream pipes) in a container: PushInput -> ExecuteContainer -> PullOutput"
-dsdt run -ot stage:demo texts report report.TextReport --min-len 3
+step "Run report.TextReport and its two upstream pipes: three containers, two at a time, only the report pulled"
+dsdt run --workers 2 -ot stage:demo texts report report.TextReport --min-len 3
 
 step "The output arrived as a new bundle version, with its lineage"
 dsdt ls -v
 dsdt cat report
-dsdt lineage "$("$BIN/dsdt" ls report | awk 'NR==2 {print $2}')"
+dsdt lineage report
+
+step "Every node left a record and its log on the remote"
+dsdt runs
+dsdt logs "$("$BIN/dsdt" runs report -n 1 | awk 'NR==2 {print $1}')"
 
 step "The same run again is already complete: nothing runs"
-time "$BIN/dsdt" run -ot stage:demo texts report report.TextReport --min-len 3 2>&1 | tail -n 1
+time "$BIN/dsdt" run --workers 2 -ot stage:demo texts report report.TextReport --min-len 3 2>&1 | tail -n 1
