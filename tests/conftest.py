@@ -51,7 +51,7 @@ def isolated_settings(monkeypatch, tmp_path, request):
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
     monkeypatch.setenv("DISDAT_RUN_NETWORK_MODE", "host")
     monkeypatch.setenv("DISDAT_DOCKERIZE_REPOSITORY_PREFIX", IMAGE_PREFIX)
-    _TEST_LABEL = hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:16]
+    _TEST_LABEL = hashlib.sha256(f"{os.getpid()} {request.node.nodeid}".encode()).hexdigest()[:16]
     monkeypatch.setenv("DISDAT_RUN_LABELS", f"disdat.test={_TEST_LABEL}")
 
 

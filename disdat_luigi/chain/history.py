@@ -80,7 +80,7 @@ def clean(ctx: Context) -> Iterator[str]:
             name = record.backend if record else "Local"
             backend = backends.setdefault(name, get_backend(name))
             running = record is not None and record.status == RUNNING
-            if not (running or held is not None or backend.orphans(node)):
+            if not (running or held is not None or backend.orphans(node, runs.where)):
                 continue
             jobs = clean_up_node(backend, runs, node, "its client died before it finished (dsdt runs --clean)")
             if held is not None:

@@ -6,7 +6,9 @@ bad command-line syntax exits 2; an interrupt exits 130.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from typing import List, Optional
 
 from .. import config
@@ -47,8 +49,16 @@ def _print_error(exc: DisdatError) -> None:
         print(f"dsdt: error: {safe(text, keep_newlines=True)}", file=sys.stderr)
 
 
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM (a killed dsdt, a supervisor stopping it) unwinds like Ctrl-C: transfers abort their
+        # multipart uploads, staging directories are released, containers are stopped.
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         args = parser.parse_args(argv)
         config.validate()
@@ -56,11 +66,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     except DisdatError as exc:
         _print_error(exc)
         return 1
-    except OSError as exc:
+    except Exception as exc:  # a full disk met where no command said what it was writing
         if not is_disk_full(exc):
             raise
-        print(f"dsdt: error: no space left on the device: {safe(exc.filename or '')} (free some space and run it "
-              f"again)", file=sys.stderr)
+        where = getattr(exc, "filename", None) or ""
+        print(f"dsdt: error: no space left on the device{f' of {safe(where)}' if where else ''}: free some space "
+              f"and run it again", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("dsdt: interrupted", file=sys.stderr)

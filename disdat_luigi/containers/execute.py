@@ -96,7 +96,7 @@ def keep_log(backend: Backend, runs: RunStore, node_id: str, job_id: str) -> Non
 def clean_up_node(backend: Backend, runs: RunStore, node_id: str, why: str) -> List[str]:
     """A node whose client died: stop and remove its jobs (keeping their log), record it interrupted. Its jobs
     are the ones the backend finds by the node's label, and the one its record names if still live."""
-    jobs = backend.orphans(node_id)
+    jobs = backend.orphans(node_id, runs.where)
     record = runs.record(node_id)
     if (record is not None and record.status == RUNNING and record.backend == backend.name and record.job_id
             and record.job_id not in jobs and backend.is_live(record.job_id)):

@@ -11,7 +11,8 @@ Its choices:
 * **User:** the host's uid:gid, so files written to a file:// remote belong to the user.
 * **Network:** ``[run] network_mode`` (Docker's default network unless set; ``host`` where the engine has no
   bridge or the S3 server listens on the host's loopback).
-* **Labels:** ``disdat.node_id`` and ``disdat.run_id``, so a dead client's container is found and removed.
+* **Labels:** ``disdat.node_id``, ``disdat.remote`` and ``disdat.run_id``, so a dead client's container is
+  found and removed (and never another remote's container of the same node).
 """
 from __future__ import annotations
 
@@ -139,8 +140,9 @@ class LocalDocker(Backend):
     def is_live(self, job_id: str) -> bool:
         return self.status(job_id) in ("created", "running", "restarting")
 
-    def orphans(self, node_id: str) -> List[str]:
-        return [c.name for c in self.client.containers.list(all=True, filters={"label": f"disdat.node_id={node_id}"})]
+    def orphans(self, node_id: str, remote: str) -> List[str]:
+        labels = [f"disdat.node_id={node_id}", f"disdat.remote={remote}"]
+        return [c.name for c in self.client.containers.list(all=True, filters={"label": labels})]
 
 
 def _follow(container, tail: Deque[str], on_line: OnLine) -> None:

@@ -154,6 +154,11 @@ class RunStore:
         self.store = remote.store
         self._root = f"context/{remote.context}"
 
+    @property
+    def where(self) -> str:
+        """The remote and remote context, as containers are labelled with it: ``url#context``."""
+        return f"{self.remote.url}#{self.remote.context}"
+
     def record_key(self, node_id: str) -> str:
         return f"{self._root}/runs/{node_id}.json"
 

@@ -122,7 +122,7 @@ class S3Store(ObjectStore):
         self._manager = None
 
     def _errors(self, key: str = ""):
-        return s3_errors(self.bucket, self.endpoint, key)
+        return s3_errors(self.bucket, self.endpoint, self.prefix + key)
 
     @property
     def manager(self):

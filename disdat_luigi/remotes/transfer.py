@@ -33,7 +33,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple, TypeVar
 from .. import config
 from ..store.context import Bundle, Context, Staging
 from .download import download_hashed
-from ..errors import DiskFull, DisdatError, IntegrityError, NotFound
+from ..errors import DiskFull, DisdatError, IntegrityError, NotFound, StoreDamaged
 from ..fsutil import disk_space, require_space, sha256_file
 from ..store.manifest import FileEntry, Manifest
 from .progress import Listener, Progress
@@ -169,12 +169,24 @@ def push(ctx: Context, remote: Remote, bundle: Bundle, quiet: bool = False,
     with Progress(f"push {m.name}", total_bytes, len(new_blobs) + len(to_pack),
                   enabled=False if quiet else None, listener=listener) as progress:
 
+        def changed(path: Path) -> StoreDamaged:
+            return StoreDamaged(f"bundle {m.name} ({m.uuid}) in context {ctx.name} is damaged: file "
+                                f"{path.relative_to(bundle.files_dir)} was changed after it was added (its sha256 "
+                                f"no longer matches); run `dsdt check --repair`")
+
         def upload_blob(sha: str) -> Dict[str, FileEntry]:
+            """Only bytes that still match their sha256 go up under it: a file edited in place would otherwise
+            poison the content address for everybody (and a later good push would skip it as present)."""
             entry, path = by_sha[sha]
             if entry.size <= MULTIPART:
-                remote.store.put_bytes(blob_key(sha), path.read_bytes())
+                body = path.read_bytes()
+                if hashlib.sha256(body).hexdigest() != sha:
+                    raise changed(path)
+                remote.store.put_bytes(blob_key(sha), body)
                 progress.add_bytes(entry.size)
             else:
+                if sha256_file(path)[0] != sha:
+                    raise changed(path)
                 with journaled(ctx, remote.store, blob_key(sha)):
                     remote.store.upload_file(blob_key(sha), path, progress.add_bytes)
             progress.add_files()
@@ -185,10 +197,9 @@ def push(ctx: Context, remote: Remote, bundle: Bundle, quiet: bool = False,
 
         def build_pack(items: List[Tuple[str, Path, int]]) -> bytes:
             parts = [p.read_bytes() for _, p, _ in items]
-            for (_, p, size), part in zip(items, parts):
-                if len(part) != size:
-                    raise IntegrityError(f"local file {p} changed size since it was added (bundle files are "
-                                         f"read-only): remove and re-add the bundle")
+            for (sha, p, size), part in zip(items, parts):
+                if len(part) != size or hashlib.sha256(part).hexdigest() != sha:
+                    raise changed(p)
             return b"".join(parts)
 
         def upload_pack(items: List[Tuple[str, Path, int]], body: bytes) -> Dict[str, FileEntry]:
@@ -303,7 +314,12 @@ class _Writer:
     def from_download(self, download: Callable[[Path], str], entry: FileEntry) -> None:
         """A large object written to its place by ``download``, which returns the sha256 it wrote."""
         dst = self.path(entry.sha256)
-        if download(dst) != entry.sha256:
+        try:
+            good = download(dst) == entry.sha256
+        except BaseException:
+            dst.unlink(missing_ok=True)  # never keep bytes that were not verified
+            raise
+        if not good:
             dst.unlink()
             self._reject(entry.sha256, "sha256 mismatch")
         self._copies(entry.sha256)

@@ -22,7 +22,7 @@ from typing import IO, Any, Dict, Iterable, List, Optional, Sequence
 
 from . import values
 from ..errors import DisdatError, IntegrityError, NotFound, StoreDamaged
-from ..fsutil import atomic_write, copy_and_hash, disk_space, require_space, sha256_file
+from ..fsutil import atomic_write, copy_and_hash, disk_space, is_disk_full, require_space, sha256_file
 from .index import BundleRow, Index
 from .manifest import FileEntry, Manifest, check_name, check_relpath, new_uuid
 
@@ -102,6 +102,8 @@ class Staging:
             with open(src, "rb") as f:
                 self.entries[rel] = FileEntry(*copy_and_hash(f, self.new_file(rel)))
         except OSError as exc:
+            if is_disk_full(exc):
+                raise  # the destination is full, not the source unreadable: the caller's disk_space() says so
             raise DisdatError(f"cannot read {src}: {exc.strerror}") from None
         return rel
 

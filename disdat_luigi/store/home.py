@@ -15,7 +15,7 @@ from typing import List, Optional
 from .. import config
 from .context import Context
 from ..errors import DisdatError, NotFound
-from ..fsutil import atomic_write
+from ..fsutil import atomic_write, disk_space
 from .manifest import check_name
 
 
@@ -70,10 +70,16 @@ class Home:
         check_name(name, "context name")
         root = self.contexts_dir / name
         existed = root.is_dir()
-        root.mkdir(exist_ok=True)
-        Context(root, name).index.close()
-        if self.active_name is None:
-            self.switch(name)
+        try:
+            with disk_space(f"creating context {name}", self.contexts_dir):
+                root.mkdir(exist_ok=True)
+                Context(root, name).index.close()
+                if self.active_name is None:
+                    self.switch(name)
+        except BaseException:
+            if not existed:
+                shutil.rmtree(root, ignore_errors=True)
+            raise
         return not existed
 
     def switch(self, name: str) -> None:

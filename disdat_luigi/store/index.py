@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence
 
-from ..errors import DisdatError, StoreDamaged
-from ..fsutil import is_disk_full
+from ..errors import DisdatError, DiskFull, StoreDamaged
+from ..fsutil import free_bytes, is_disk_full
 from .manifest import Manifest
 
 REPAIR = "run `dsdt check --repair` to rebuild it from the bundles on disk"
@@ -68,6 +68,9 @@ def _sqlite_errors(path: Path) -> Iterator[None]:
     except sqlite3.DatabaseError as exc:
         if is_disk_full(exc):
             raise  # the command's own disk_space() says what it was writing
+        if "disk I/O error" in str(exc) and (free_bytes(path.parent) or 0) < 1 << 20:
+            raise DiskFull(f"no space left on the device of {path} (SQLite could not write its journal): free "
+                           f"some space and run it again") from None
         if "locked" in str(exc) or "busy" in str(exc):
             raise DisdatError(f"the index {path} stayed locked by another dsdt process: try again") from None
         raise StoreDamaged(f"the index {path} is damaged ({exc}): {REPAIR}") from None
