@@ -89,7 +89,7 @@ class Backend(ABC):
         """Every line the job wrote so far ([] when none is known)."""
 
     def orphans(self, node_id: str, remote: str) -> List[str]:
-        """Jobs of this node on this remote (``url#context``) still known to the backend (a dead client's
+        """Jobs of this node on this remote (``url context``) still known to the backend (a dead client's
         container, say). The same node on another remote is another user's run and is left alone."""
         return []
 

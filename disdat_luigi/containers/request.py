@@ -91,6 +91,6 @@ def run_request(job: NodeJob, image: str, secrets: Dict[str, str], depends_on: S
         name=f"disdat-{node.node_id[:12]}-{os.urandom(3).hex()}", family=node.pipe_cls.rpartition(".")[0],
         remote_url=job.remote_url, depends_on=list(depends_on),
         labels={**config.get("run", "labels"), "disdat.node_id": node.node_id, "disdat.run_id": job.run_id,
-                "disdat.pipe_cls": node.pipe_cls, "disdat.remote": f"{job.remote_url}#{job.remote_context}"},
+                "disdat.pipe_cls": node.pipe_cls, "disdat.remote": f"{job.remote_url} {job.remote_context}"},
         timeout=config.get("run", "timeout"),
         resources=Resources(config.get("run", "vcpus"), config.get("run", "memory"), config.get("run", "gpus")))

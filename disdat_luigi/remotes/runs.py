@@ -156,8 +156,8 @@ class RunStore:
 
     @property
     def where(self) -> str:
-        """The remote and remote context, as containers are labelled with it: ``url#context``."""
-        return f"{self.remote.url}#{self.remote.context}"
+        """The remote and remote context, as containers are labelled (and jobs tagged) with it: ``url context``."""
+        return f"{self.remote.url} {self.remote.context}"
 
     def record_key(self, node_id: str) -> str:
         return f"{self._root}/runs/{node_id}.json"

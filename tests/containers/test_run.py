@@ -311,7 +311,9 @@ def test_run_bad_inputs_give_one_line_and_change_nothing(home, bound, texts, cli
         (("texts", "out", "wordcount.WordCount", "--nope", "1"), {}, "no parameter --nope"),
         (("-ot", "a:b:c", "texts", "out", "wordcount.WordCount"), {}, "bad tag"),
         (("--no-push-input", "texts", "out", "wordcount.WordCount"), {}, "is not on the remote"),
-        (("--backend", "AWSBatch", "texts", "out", "wordcount.WordCount"), {}, "AWSBatch backend is not available"),
+        (("--backend", "AWSBatch", "texts", "out", "wordcount.WordCount"), {},
+         "no AWS Batch job queue" if bound.startswith("s3") else "AWS Batch jobs run on other machines and cannot "
+                                                                  "reach the remote file://"),
         (("texts", "out", "wordcount.WordCount"), {"DISDAT_DOCKERIZE_REPOSITORY_PREFIX": "elsewhere"},
          "image elsewhere/disdat-wordcount:latest does not exist: run `dsdt dockerize"),
         (("texts", "out", "wordcount.WordCount"), {"DOCKER_HOST": "unix:///nonexistent/docker.sock"},
