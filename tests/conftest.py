@@ -275,7 +275,7 @@ def docker_containers(**labels):
 
     client = docker.from_env()
     filters = {"label": [f"disdat.test={_TEST_LABEL}"] + [f"{k}={v}" for k, v in labels.items()]}
-    return client.containers.list(all=True, filters=filters)
+    return client.containers.list(all=True, filters=filters, ignore_removed=True)
 
 
 def _remote_keys(url: str) -> list:

@@ -142,7 +142,7 @@ class LocalDocker(Backend):
 
     def orphans(self, node_id: str, remote: str) -> List[str]:
         labels = [f"disdat.node_id={node_id}", f"disdat.remote={remote}"]
-        return [c.name for c in self.client.containers.list(all=True, filters={"label": labels})]
+        return [c.name for c in self.client.containers.list(all=True, filters={"label": labels}, ignore_removed=True)]
 
 
 def _follow(container, tail: Deque[str], on_line: OnLine) -> None:
