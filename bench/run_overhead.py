@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -26,18 +23,10 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO / "scripts"))
 import services  # noqa: E402
 
-DSDT = str(Path(sys.executable).parent / "dsdt")
+from bench_env import DSDT, bench_env, make_bucket, timed  # noqa: E402
+
 BARE = ("import collections, glob, re; c = collections.Counter(w for p in sorted(glob.glob('/data/*.txt')) "
         "for w in re.findall(r\"[a-z']+\", open(p).read().lower())); print(sum(c.values()), c.most_common(10))")
-
-
-def timed(cmd: list, env: dict) -> float:
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
-    elapsed = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"bench: {' '.join(cmd[:4])} failed:\n{proc.stderr[-3000:]}")
-    return elapsed
 
 
 def main() -> int:
@@ -49,28 +38,19 @@ def main() -> int:
     try:
         with services.docker_engine(), services.seaweedfs(work / "seaweedfs") as s3:
             base = services.ensure_base_image()
-            env = dict(os.environ, DISDAT_HOME=str(work / "home"), DISDAT_PIPE_ROOT=str(REPO / "pipes"),
-                       AWS_ENDPOINT_URL=s3.endpoint, AWS_ACCESS_KEY_ID=s3.access_key,
-                       AWS_SECRET_ACCESS_KEY=s3.secret_key, AWS_DEFAULT_REGION="us-east-1",
-                       AWS_CONFIG_FILE=str(work / "none"), AWS_SHARED_CREDENTIALS_FILE=str(work / "none"))
+            env = bench_env(work, s3, REPO / "pipes")
             data = work / "texts"
             data.mkdir()
             for i in range(5):
                 (data / f"t{i}.txt").write_text("the quick brown fox jumps over the lazy dog\n" * 200)
-            if args.remote == "s3":
-                import boto3
-
-                boto3.client("s3", endpoint_url=s3.endpoint, aws_access_key_id=s3.access_key,
-                             aws_secret_access_key=s3.secret_key, region_name="us-east-1").create_bucket(Bucket="bench")
-                url = "s3://bench/remote"
-            else:
-                url = (work / "remote").as_uri()
+            url = make_bucket(s3, "bench") if args.remote == "s3" else (work / "remote").as_uri()
             for cmd in (["init"], ["context", "bench"], ["remote", "shared", url], ["add", "texts", str(data)],
                         ["commit", "texts"], ["dockerize", "--base-image", base, str(REPO / "pipes"), "wordcount"]):
                 timed([DSDT, *cmd], env)
             run = [DSDT, "run", "texts", "counts", "wordcount.WordCount"]
+            image = f"{env['DISDAT_DOCKERIZE_REPOSITORY_PREFIX']}/disdat-wordcount:latest"
             bare = ["docker", "run", "--rm", "--network", "host", "-v", f"{data}:/data:ro", "--entrypoint", "python3",
-                    "disdat-wordcount:latest", "-c", BARE]
+                    image, "-c", BARE]
             timed(run, env)  # warm-up, untimed: the first run also pushes the input
             timed(bare, env)
             ours, peer, noop = [], [], []
