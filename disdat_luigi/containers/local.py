@@ -39,6 +39,7 @@ class LocalDocker(Backend):
     def __init__(self) -> None:
         self._client = None
         self._stdin: Dict[str, object] = {}     # job id -> the attached stdin socket, held while the job runs
+        self._containers: Dict[str, object] = {}   # job id -> the Container this backend started
 
     @property
     def client(self):
@@ -76,6 +77,7 @@ class LocalDocker(Backend):
             raise DisdatError(f"the Docker engine refused the container: {exc.explanation or exc}") from None
         stdin = container.attach_socket(params={"stdin": 1, "stream": 1})
         self._stdin[container.name] = stdin
+        self._containers[container.name] = container
         container.start()
         stdin._sock.sendall(json.dumps(request.secrets).encode() + b"\n")
         return container.name
@@ -83,6 +85,8 @@ class LocalDocker(Backend):
     def _container(self, job_id: str):
         import docker
 
+        if job_id in self._containers:
+            return self._containers[job_id]
         try:
             return self.client.containers.get(job_id)
         except docker.errors.NotFound:
@@ -121,6 +125,7 @@ class LocalDocker(Backend):
         if stdin is not None:
             stdin.close()
         container = self._container(job_id)
+        self._containers.pop(job_id, None)
         if container is not None:
             try:
                 container.remove(force=True)
@@ -134,8 +139,12 @@ class LocalDocker(Backend):
         return container.logs().decode(errors="replace").splitlines()
 
     def status(self, job_id: str) -> Optional[str]:
-        container = self._container(job_id)
-        return container.status if container is not None else None
+        import docker
+
+        try:
+            return self.client.containers.get(job_id).status  # always fresh: a cached object's state is stale
+        except docker.errors.NotFound:
+            return None
 
     def is_live(self, job_id: str) -> bool:
         return self.status(job_id) in ("created", "running", "restarting")
