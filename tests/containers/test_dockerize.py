@@ -107,5 +107,5 @@ def test_push_to_a_registry(test_pipes_image, docker_ready, registry, untag):
     r = _dockerize("--base-image", docker_ready, "--push", str(TEST_PIPES), "slow", env=env)
     assert r.code == 0, r.err
     assert r.out.splitlines()[-1] == f"pushed {name}"
-    with urllib.request.urlopen(f"http://{registry}/v2/_catalog", timeout=10) as resp:
-        assert json.loads(resp.read())["repositories"] == [f"{IMAGE_PREFIX}/disdat-slow"]
+    with urllib.request.urlopen(f"http://{registry}/v2/{IMAGE_PREFIX}/disdat-slow/tags/list", timeout=10) as resp:
+        assert json.loads(resp.read()) == {"name": f"{IMAGE_PREFIX}/disdat-slow", "tags": ["latest"]}
