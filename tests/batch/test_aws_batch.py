@@ -276,3 +276,20 @@ def test_images_go_to_a_registry_and_a_local_run_pulls_them(aws, home, cli, regi
     assert client.images.get(name).attrs["RepoDigests"]  # it came from the registry
     assert home.context().latest("pulled").data() == 0.0
     client.images.remove(name)
+
+
+def test_a_job_that_fails_before_it_starts_says_it_has_no_log(aws):
+    """An image Batch cannot start: the job fails with no log stream, and waiting says so instead of crashing."""
+    from disdat_luigi.containers.aws_batch import AWSBatch
+    from disdat_luigi.containers.backend import RunRequest
+
+    backend = AWSBatch()
+    request = RunRequest(image="disdat-no-such-image:never", args=["--job", "{}"], environment={}, secrets={},
+                         name="x", family="nosuch", remote_url=aws[1],
+                         labels={"disdat.node_id": "0123456789abcdef0123456789abcdef"})
+    job_id = backend.submit(request)
+    states = []
+    result = backend.wait(job_id, on_line=lambda line: None, on_status=states.append)
+    assert result.status == "failed" and states[-1] == "FAILED"
+    assert result.reason.endswith("the job has no log stream: it failed before it started")
+    assert result.log_tail == [] and backend.logs(job_id) == []
