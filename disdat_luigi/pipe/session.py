@@ -49,13 +49,14 @@ class ApplySession:
 
     def run(self, task: PipeTask) -> None:
         node = self.graph.nodes[task.task_id]
-        upstream = {name: self.output_target(dep).bundle() for name, dep in task.requires().items()}
-        missing = [name for name, b in upstream.items() if b is None]
+        found = {name: self.output_target(dep).bundle() for name, dep in task.requires().items()}
+        missing = [name for name, b in found.items() if b is None]
         if missing:
             raise DisdatError(f"{node.pipe_cls}: upstream output {missing[0]!r} is missing")
+        upstream: Dict[str, Bundle] = {name: b for name, b in found.items() if b is not None}
         try:
             bundle = produce(self.context, task, name=node.bundle_name,
-                             tags=self.output_tags if node.is_root else {}, upstream=upstream,  # type: ignore
+                             tags=self.output_tags if node.is_root else {}, upstream=upstream,
                              input_bundle=self.input_bundle,
                              lineage={"processing_id": self.ids[task.task_id], "run_id": self.ids[self.graph.root],
                                       "code_version": self.code_version})
