@@ -30,6 +30,9 @@ from ..store.home import Home
 from .plan import RunPlan
 
 
+LOST_WORKER_RETRIES = 3
+
+
 @dataclass(frozen=True)
 class RunOptions:
     input_bundle: Optional[str]
@@ -112,18 +115,18 @@ def _graph_tasks(root: luigi.Task) -> List[luigi.Task]:
 
 
 def failure_reasons(result, root: luigi.Task) -> List[str]:
-    """The reasons the failed tasks of this run gave, as the scheduler holds them (Luigi's failure path)."""
+    """The reasons the failed tasks of this run gave, as the scheduler holds them (Luigi's failure path); ""
+    for a task that failed without one (luigid lost the worker that ran it: a killed client)."""
     scheduler = result.worker._scheduler  # the local or remote scheduler the build used
     ours = {t.task_id for t in _graph_tasks(root)}
-    failed = [task_id for task_id in scheduler.task_list("FAILED", "") if task_id in ours]
     reasons = []
-    for task_id in failed:
+    for task_id in [task_id for task_id in scheduler.task_list("FAILED", "") if task_id in ours]:
         error = (scheduler.fetch_error(task_id) or {}).get("error") or ""
         try:
             error = json.loads(error)  # the worker sends on_failure's text JSON-encoded
         except ValueError:
             pass
-        reasons.append(str(error).strip() or f"{task_id} failed")
+        reasons.append(str(error or "").strip())
     return reasons
 
 
@@ -155,15 +158,22 @@ def run(options: RunOptions) -> RunPlan:
         print(f"note: no [dockerize] registry: the jobs name the local image {plan.root.image}, which only a Batch "
               f"emulation on this machine's Docker engine can run", file=sys.stderr)
     workers = options.workers or config.get("run", "workers")
+    lost = 0
     while True:
         result = build(task, workers, url)
         if task.complete():
             return plan
         reasons = failure_reasons(result, task)
-        if reasons or not run_elsewhere(result, task):
-            first = reasons[0].splitlines()[0] if reasons else f"the run did not complete ({result.status.value[1]})"
-            raise DisdatError(f"the run failed: {first}")
-        print("waiting for the nodes another client is running, then building again", file=sys.stderr)
+        explained = [r for r in reasons if r]
+        if explained:
+            raise DisdatError(f"the run failed: {explained[0].splitlines()[0]}")
+        if reasons and url and lost < LOST_WORKER_RETRIES:
+            lost += 1  # luigid failed a node whose worker it lost (a killed client): its lease says who runs it
+            print("a node was failed by the scheduler after its worker was lost: building again", file=sys.stderr)
+        elif not run_elsewhere(result, task):
+            raise DisdatError(f"the run failed: the run did not complete ({result.status.value[1]})")
+        else:
+            print("waiting for the nodes another client is running, then building again", file=sys.stderr)
         time.sleep(2)
 
 

@@ -84,10 +84,11 @@ class _Reporting(luigi.Task):
         return listen
 
     def on_failure(self, exception: BaseException) -> str:
-        """The reason the scheduler shows (and ``dsdt run`` prints): one line, then the container's log."""
+        """The reason the scheduler shows (and ``dsdt run`` prints): one line, then the container's log (or,
+        for a bug, the traceback)."""
         if isinstance(exception, DisdatError):
             return safe(str(exception), keep_newlines=True)
-        return super().on_failure(exception)
+        return f"{type(exception).__name__}: {safe(exception)}\n{super().on_failure(exception)}"
 
 
 class _OnRemote(_Reporting):
@@ -159,39 +160,49 @@ class ExecuteContainer(_OnRemote):
 
     def run(self) -> None:
         from ..containers.backend import get_backend
-        from ..containers.execute import NodeExecution
+        from ..containers.execute import NodeExecution, die_with_parent
         from ..containers.request import credentials_for
         from ..remotes.runs import RunStore
 
-        backend = get_backend(self.plan.backend)
-        node = self.plan.node(self.node_id)
-        short = self.node_id[:12]
-        self.report(f"starting node {short} ({self.pipe_cls}) on {backend.name}", force=True)
-        last = {"line": "", "state": "running"}
-
-        job = backend.job_word
-
-        def on_line(line: str) -> None:
-            logger.info("[%s %s] %s", self.pipe_cls, short, safe(line))
-            last["line"] = line
-            self.report(f"{job} {short} {last['state']}: {line}")
-
-        def on_status(state: str) -> None:
-            last["state"] = state
-            self.report(f"{job} {short} {state}: {last['line']}", force=True)
-
-        def on_job(job_id: str) -> None:
-            if backend.tracking_url:
-                self.set_tracking_url(backend.tracking_url(job_id))
+        die_with_parent()
+        plan, backend = self.plan, get_backend(self.plan.backend)
+        reporter = _NodeReporter(self, backend)
+        reporter.report(f"starting node {self.node_id[:12]} ({self.pipe_cls}) on {backend.name}", force=True)
 
         def secrets() -> Dict[str, str]:
-            return credentials_for(self.plan.remote_url, self.plan.session_token_seconds,
-                                   backend.long_lived_keys_allowed)
+            return credentials_for(plan.remote_url, plan.session_token_seconds, backend.long_lived_keys_allowed)
 
-        with open_remote(self.remote, self.remote_context) as remote:
-            record = NodeExecution(self.plan.job(self.node_id), backend, RunStore(remote), node.image, secrets,
-                                   on_line, on_status, on_job).execute()
-        self.report(f"node {short} succeeded: {record.bundle_name} {record.output_uuid}", 100, True)
+        try:
+            with open_remote(self.remote, self.remote_context) as remote:
+                record = NodeExecution(plan.job(self.node_id), backend, RunStore(remote), plan.node(self.node_id).image,
+                                       secrets, reporter.line, reporter.state, reporter.job).execute()
+        finally:
+            backend.close()
+        reporter.report(f"node {self.node_id[:12]} succeeded: {record.bundle_name} {record.output_uuid}", 100, True)
+
+
+class _NodeReporter:
+    """What a running node tells the task log and the scheduler: its job's log lines, its states (``container
+    3f2a… running: <last line>``, ``job 3f2a… RUNNABLE``) and, where the backend has one, the job's page."""
+
+    def __init__(self, task: "ExecuteContainer", backend):
+        self.task, self.backend = task, backend
+        self.short, self.word = task.node_id[:12], backend.job_word
+        self.last_line, self.last_state = "", "running"
+        self.report = task.report
+
+    def line(self, line: str) -> None:
+        logger.info("[%s %s] %s", self.task.pipe_cls, self.short, safe(line))
+        self.last_line = line
+        self.report(f"{self.word} {self.short} {self.last_state}: {line}")
+
+    def state(self, state: str) -> None:
+        self.last_state = state
+        self.report(f"{self.word} {self.short} {state}: {self.last_line}", force=True)
+
+    def job(self, job_id: str) -> None:
+        if self.backend.tracking_url:
+            self.task.set_tracking_url(self.backend.tracking_url(job_id))
 
 
 class PullOutput(_Reporting):
@@ -241,14 +252,17 @@ class SubmitGraph(_OnRemote):
 
     def complete(self) -> bool:
         from ..containers.backend import get_backend
-        from ..remotes.runs import RUNNING, SUCCEEDED, RunStore
+        from ..containers.submit import live_job
+        from ..remotes.runs import RunStore
 
         backend = get_backend(self.plan.backend)
-        with open_remote(self.remote, self.remote_context) as remote:
-            runs = RunStore(remote)
-            records = [runs.record(n.spec.node_id) for n in self.plan.nodes]
-        return all(r is not None and (r.status == SUCCEEDED or (r.status == RUNNING and r.job_id
-                                                                and backend.is_live(r.job_id))) for r in records)
+        try:
+            with open_remote(self.remote, self.remote_context) as remote:
+                runs = RunStore(remote)
+                return all(runs.succeeded(n.spec.node_id) or live_job(backend, runs, runs.current(n.spec.node_id))
+                           for n in self.plan.nodes)
+        finally:
+            backend.close()
 
     def run(self) -> None:
         from ..containers.backend import get_backend

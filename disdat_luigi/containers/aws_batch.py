@@ -34,6 +34,8 @@ from .registry import registry
 FINAL = ("SUCCEEDED", "FAILED")
 LIVE = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING")
 POLL_FIRST, POLL_MAX = 1.0, 10.0
+# how AWS Batch (and moto) say that an attempt ran past the job definition's timeout
+TIMEOUT_REASONS = ("Job attempt duration exceeded timeout", "exceeded the configured attemptDurationSeconds")
 
 
 def definition_name(family: str) -> str:
@@ -51,6 +53,7 @@ class AWSBatch(Backend):
     job_word = "job"
     long_lived_keys_allowed = False
     chains_jobs = True
+    adopts_jobs = True
 
     def __init__(self, client: Optional[BatchClient] = None) -> None:
         self.client = client or BatchClient()
@@ -100,19 +103,17 @@ class AWSBatch(Backend):
                 and (existing.get("timeout") or {}).get("attemptDurationSeconds") == timeout)
 
     def definition(self, request: RunRequest) -> str:
-        """The arn of the job definition for this request: the latest ACTIVE one if it matches, else a new
-        revision."""
+        """The arn of the job definition for this request: the newest ACTIVE revision that matches it (two users
+        with different settings alternate between two revisions, not one more per run), else a new one."""
         name = definition_name(request.family)
         container = self._wanted(request)
         attempts, timeout = config.get("run", "attempts"), request.timeout
         key = f"{name} {sorted(container.items())} {attempts} {timeout}"
         if key not in self._definitions:
-            latest = self.client.latest_active_definition(name)
-            if latest is not None and self._same(latest, container, attempts, timeout):
-                self._definitions[key] = latest["jobDefinitionArn"]
-            else:
-                self._definitions[key] = self.client.register_definition(name, container, attempts,
-                                                                         timeout)["jobDefinitionArn"]
+            same = [d for d in self.client.active_definitions(name) if self._same(d, container, attempts, timeout)]
+            self._definitions[key] = (max(same, key=lambda d: d["revision"])["jobDefinitionArn"] if same else
+                                      self.client.register_definition(name, container, attempts,
+                                                                      timeout)["jobDefinitionArn"])
         return self._definitions[key]
 
     # -- jobs ----------------------------------------------------------------------------------------------
@@ -129,6 +130,15 @@ class AWSBatch(Backend):
 
     def is_live(self, job_id: str) -> bool:
         return self.status(job_id) in LIVE
+
+    def orphans(self, node_id: str, remote: str, hint: Optional[str] = None) -> List[str]:
+        """The hinted job, if its tags name this node and this remote (and it is not finished)."""
+        if not hint:
+            return []
+        job = self.client.describe([hint]).get(hint)
+        tags = (job or {}).get("tags") or {}
+        ours = tags.get("disdat.node_id") == node_id and tags.get("disdat.remote") == remote
+        return [hint] if ours and job.get("status") in LIVE else []
 
     def finished(self, job_id: str) -> Optional[JobResult]:
         job = self.client.describe([job_id]).get(job_id)
@@ -163,7 +173,7 @@ class AWSBatch(Backend):
                   or (attempt.get("container") or {}).get("reason") or "no reason given")
         if log.stream is None:
             reason += "; the job has no log stream: it failed before it started"
-        status = "timed_out" if "timeout" in reason.lower() or "duration" in reason.lower() else "failed"
+        status = "timed_out" if any(phrase in reason for phrase in TIMEOUT_REASONS) else "failed"
         return JobResult(status, f"AWS Batch job {job['jobId']} failed: {reason}", exit_code, log.tail)
 
     def cancel(self, job_id: str, reason: str) -> None:

@@ -4,8 +4,10 @@ A :class:`RunRequest` says *what* to run and nothing about *how*: an image refer
 arguments, the non-secret environment, the secrets (credentials) apart, labels, a timeout and resources,
 and where the data lives. Each backend makes its own choices: the Local one decides mounts (a file://
 remote's directory), the network, the user, and hands secrets over on the container's stdin so that
-``docker inspect`` never shows them; the AWS Batch one decides job definitions, roles and retries. So a
-backend is one module (``local.py``, ``aws_batch.py``) and nothing else changes.
+``docker inspect`` never shows them; the AWS Batch one decides job definitions, roles and retries, and takes
+only short-lived session credentials, which travel in the job's environment (Batch has no other way: whoever
+may describe the job sees them, which is why long-lived keys never go there). So a backend is one module
+(``local.py``, ``aws_batch.py``) and nothing else changes.
 
 Backends are chosen by name (``[run] backend``, ``--backend``): :func:`get_backend`.
 """
@@ -37,7 +39,7 @@ class RunRequest:
     image: str                          # an image reference the backend can run (local name or registry URI)
     args: List[str]                     # arguments of the image's entrypoint (never secret)
     environment: Dict[str, str]         # never secret: it shows in `docker inspect` and the Batch console
-    secrets: Dict[str, str]             # credentials: the backend decides how they travel, never inspectable
+    secrets: Dict[str, str]             # credentials: the backend decides how they travel (see the docstring)
     name: str                           # container or job name
     family: str                         # the pipe's module: names the image and the job definition
     remote_url: str                     # where the job reads and writes its data
@@ -63,6 +65,7 @@ class Backend(ABC):
     long_lived_keys_allowed = False   # may the host's own AWS keys travel to a job (as a private secret)?
     chains_jobs = False               # can a whole graph be handed over at once (jobs that wait for jobs)?
     names_jobs = False                # is a job's id the name it was submitted with (known before submit)?
+    adopts_jobs = False               # do jobs outlive their client by design (so a new client waits for them)?
 
     def check(self, remote_url: str) -> None:
         """Refuse, with one line and before anything is pushed, what this backend cannot run."""
@@ -88,9 +91,10 @@ class Backend(ABC):
     def logs(self, job_id: str) -> List[str]:
         """Every line the job wrote so far ([] when none is known)."""
 
-    def orphans(self, node_id: str, remote: str) -> List[str]:
+    def orphans(self, node_id: str, remote: str, hint: Optional[str] = None) -> List[str]:
         """Jobs of this node on this remote (``url context``) still known to the backend (a dead client's
-        container, say). The same node on another remote is another user's run and is left alone."""
+        container, say), found by their labels; ``hint`` (a job id a run record names) is one of them only if
+        its labels say so. The same node on another remote is another user's run and is left alone."""
         return []
 
     def status(self, job_id: str) -> Optional[str]:
@@ -107,6 +111,9 @@ class Backend(ABC):
 
     def release(self, job_id: str) -> None:
         """Forget a finished job (Local: remove its container)."""
+
+    def close(self) -> None:
+        """Close the backend's connections."""
 
 
 def backend_name(override: str = "") -> str:

@@ -65,12 +65,11 @@ class BatchClient:
         return queues[0] if queues else None
 
     # -- job definitions ---------------------------------------------------------------------------------
-    def latest_active_definition(self, name: str) -> Optional[dict]:
+    def active_definitions(self, name: str) -> List[dict]:
         with aws_errors("AWS Batch"):
             pages = self._client("batch").get_paginator("describe_job_definitions").paginate(
                 jobDefinitionName=name, status="ACTIVE")
-            found = [d for page in pages for d in page["jobDefinitions"]]
-        return max(found, key=lambda d: d["revision"]) if found else None
+            return [d for page in pages for d in page["jobDefinitions"]]
 
     def register_definition(self, name: str, container: dict, attempts: int, timeout: Optional[int]) -> dict:
         kwargs: Dict[str, Any] = dict(jobDefinitionName=name, type="container", containerProperties=container,

@@ -14,6 +14,7 @@ the run is recorded ``interrupted`` and the container stops. Under AWS Batch the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -81,11 +82,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     config.validate()
     with open_remote(job.remote_url, job.remote_context) as remote:
         runs = RunStore(remote)
-        record = runs.record(job.node.node_id) or new_record(job, job.backend)
+
+        def finish(status: str, error: Optional[str] = None, **changes) -> None:
+            """The final record of this attempt (never over a newer attempt or a record already final)."""
+            record = runs.update_running(job.node.node_id, lambda r: r.finished(status, error, **changes),
+                                         attempt=job.attempt)
+            if record is None or record.attempt != job.attempt or record.status != status:
+                print(f"dsdt-entrypoint: the record of node {job.node.node_id} is no longer this attempt's "
+                      f"({job.attempt}): left as it is", file=sys.stderr)
+
         try:
+            if runs.current(job.node.node_id) is None:
+                runs.write(new_record(job, job.backend, job.attempt))
             output, inputs = _run(job, remote, runs)
         except Interrupted as exc:
-            runs.write(record.finished("interrupted", str(exc)))
+            with contextlib.suppress(Exception):
+                finish("interrupted", str(exc))
             print(f"dsdt-entrypoint: {exc}", file=sys.stderr)
             return 130
         except Exception as exc:
@@ -95,12 +107,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                 traceback.print_exc()
                 message = f"{job.node.pipe_cls} failed: {type(exc).__name__}: {exc}"
             message = message.splitlines()[0] if message.strip() else type(exc).__name__
-            try:
-                runs.write(record.finished("failed", message))
-            finally:
-                print(f"dsdt-entrypoint: error: {message}", file=sys.stderr)
+            with contextlib.suppress(Exception):  # an unreachable remote takes no record either: the line says why
+                finish("failed", message)
+            print(f"dsdt-entrypoint: error: {message}", file=sys.stderr)
             return 1
-        runs.write(record.finished("succeeded", output_uuid=output, inputs=inputs))
+        finish("succeeded", output_uuid=output, inputs=inputs)
         return 0
 
 

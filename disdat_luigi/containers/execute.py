@@ -4,19 +4,25 @@ What ``ExecuteContainer.run`` does, kept out of the Luigi task so that it reads 
 
 1. **Own it.** Take the node's lease on the remote. If a live client holds it (an identical run in another
    process or on another machine), wait for that run and take its result instead of starting a second
-   container. If the holder is dead (its process is gone, or its heartbeat stopped), stop and remove its
-   container, keeping its log, record the node ``interrupted``, and take the lease over.
-2. **Record it.** Write the run record ``running`` (attempt, backend, job id, host) before the container
-   starts; the container writes ``succeeded`` or ``failed`` last. A heartbeat renews the lease meanwhile.
+   container. If the holder is dead (its process is gone, or its heartbeat stopped), take the lease over
+   first, then stop and remove what it left (its container, keeping its log) and record it ``interrupted``.
+   A job that outlives its client by design (AWS Batch) and is still running is adopted instead: waited
+   for, not run again.
+2. **Record it.** Write the run record ``running`` (attempt, backend, job id, host) before the job starts;
+   the container writes ``succeeded`` or ``failed`` last. A heartbeat renews the lease meanwhile.
 3. **Run it** on the backend, streaming its log lines and states to the caller.
-4. **Finish it.** Store the container's log next to the record, release the container and the lease, and
-   record ``timed_out``, ``interrupted`` (Ctrl-C, SIGTERM) or ``failed`` (a container that died without a
-   word) where the container could not. Every record update after the start is a compare-and-swap on a
-   ``running`` record, so the container's own final record always wins.
+4. **Finish it.** Store the job's log next to the record, release the job and the lease, and record
+   ``timed_out``, ``interrupted`` (Ctrl-C, SIGTERM) or ``failed`` (a job that died or could not start)
+   where the container could not. Every record update after the start is a compare-and-swap on a
+   ``running`` record of this attempt, so the container's own final record always wins, and a client that
+   lost its node never writes over the one that took it.
 """
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import logging
+import multiprocessing
 import signal
 import threading
 import time
@@ -24,21 +30,23 @@ from dataclasses import replace
 from typing import Callable, Dict, Iterator, List, Optional
 
 from ..errors import ContainerFailed, DisdatError
-from ..remotes.runs import (FAILED, INTERRUPTED, RUNNING, SUCCEEDED, TIMED_OUT, HEARTBEAT, Lease, RunRecord,
+from ..remotes.runs import (FAILED, HEARTBEAT, INTERRUPTED, RUNNING, SUCCEEDED, TIMED_OUT, Lease, RunRecord,
                             RunStore, host_id)
 from ..store.manifest import now_utc
-from .backend import Backend, OnLine, OnStatus, RunRequest
+from .backend import Backend, JobResult, OnLine, OnStatus, RunRequest
 from .job import NodeJob
 
+logger = logging.getLogger("luigi-interface")
 POLL = 2.0          # seconds between looks at a node another client runs
 
 
-def new_record(job: NodeJob, backend: str, attempt: int = 1, job_id: Optional[str] = None) -> RunRecord:
+def new_record(job: NodeJob, backend: str, attempt: int = 1, job_id: Optional[str] = None,
+               detached: bool = False) -> RunRecord:
     node = job.node
     return RunRecord(node_id=node.node_id, run_id=job.run_id, status=RUNNING, pipe_cls=node.pipe_cls,
                      params=dict(node.params), bundle_name=node.bundle_name, backend=backend, image=job.image,
                      started=now_utc(), input_uuid=job.input_uuid or None, upstream=dict(node.upstream),
-                     job_id=job_id, host=host_id(), attempt=attempt)
+                     job_id=job_id, host=host_id(), attempt=attempt, detached=detached)
 
 
 @contextlib.contextmanager
@@ -59,13 +67,64 @@ def sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextlib.contextmanager
+def shielded() -> Iterator[None]:
+    """Finish a clean-up even when more signals come (Luigi's parent sends its children SIGTERM right
+    after the Ctrl-C they already got): a second interrupt would leave the container behind."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def die_with_parent() -> None:
+    """In a Luigi worker's child process: get SIGTERM when the parent dies (even by SIGKILL), so that the
+    child stops its container instead of running on unowned (Linux; elsewhere nothing happens)."""
+    if multiprocessing.current_process().name == "MainProcess":
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def keep_log(backend: Backend, runs: RunStore, node_id: str, job_id: str) -> None:
+    """Store the job's log next to the node's record (before its container goes). A log that cannot be
+    stored is said in the task log but fails nothing: the node's result does not depend on it."""
+    try:
+        lines = backend.logs(job_id)
+        if lines:
+            runs.write_log(node_id, ("\n".join(lines) + "\n").encode())
+    except DisdatError as exc:
+        logger.warning("the log of node %s was not stored: %s", node_id[:12], exc)
+
+
+def clean_up_node(backend: Backend, runs: RunStore, node_id: str, why: str) -> List[str]:
+    """A node whose client died: stop and remove its jobs (keeping their log), record it interrupted. Its jobs
+    are the ones the backend finds labelled with this node and this remote (a record's job id is only a
+    hint, checked the same way: a crafted record cannot point at anybody else's container or job)."""
+    record = runs.current(node_id)
+    hint = record.job_id if record is not None and record.backend == backend.name else None
+    jobs = backend.orphans(node_id, runs.where, hint)
+    with shielded():
+        for job_id in jobs:
+            keep_log(backend, runs, node_id, job_id)
+            backend.cancel(job_id, why)
+        runs.update_running(node_id, lambda r: r.finished(INTERRUPTED, why))
+    return jobs
+
+
 class _Heartbeat(threading.Thread):
     """Renews the lease every few seconds; if another client took it over (it judged us dead), it stops our
     job so that two containers never run the same node."""
 
-    def __init__(self, runs: RunStore, node_id: str, lease: Lease, version: str, on_lost: Callable[[], None]):
+    def __init__(self, runs: RunStore, node_id: str, lease: Lease, version: str):
         super().__init__(daemon=True, name=f"lease-{node_id[:12]}")
-        self.runs, self.node_id, self.lease, self.version, self.on_lost = runs, node_id, lease, version, on_lost
+        self.runs, self.node_id, self.lease, self.version = runs, node_id, lease, version
+        self.on_lost: Callable[[], None] = lambda: None
         self.stopping = threading.Event()
         self.lost = False
 
@@ -86,28 +145,6 @@ class _Heartbeat(threading.Thread):
         self.join(10)
 
 
-def keep_log(backend: Backend, runs: RunStore, node_id: str, job_id: str) -> None:
-    """Store the job's log next to the node's record (before its container goes)."""
-    lines = backend.logs(job_id)
-    if lines:
-        runs.write_log(node_id, ("\n".join(lines) + "\n").encode())
-
-
-def clean_up_node(backend: Backend, runs: RunStore, node_id: str, why: str) -> List[str]:
-    """A node whose client died: stop and remove its jobs (keeping their log), record it interrupted. Its jobs
-    are the ones the backend finds by the node's label, and the one its record names if still live."""
-    jobs = backend.orphans(node_id, runs.where)
-    record = runs.record(node_id)
-    if (record is not None and record.status == RUNNING and record.backend == backend.name and record.job_id
-            and record.job_id not in jobs and backend.is_live(record.job_id)):
-        jobs.append(record.job_id)
-    for job_id in jobs:
-        keep_log(backend, runs, node_id, job_id)
-        backend.cancel(job_id, why)
-    runs.update_running(node_id, lambda r: r.finished(INTERRUPTED, why))
-    return jobs
-
-
 class NodeExecution:
     """One node of a run on one backend (see the module docstring)."""
 
@@ -121,97 +158,121 @@ class NodeExecution:
     def execute(self) -> RunRecord:
         """The node's succeeded record, after running it here or waiting for whoever runs it."""
         while True:
-            record = self.runs.record(self.node_id)
-            if record is not None and record.status == SUCCEEDED:
-                return record
+            if self.runs.succeeded(self.node_id):
+                return self.runs.record(self.node_id)  # type: ignore[return-value]
             lease = Lease.mine(self.backend.name)
-            version = self.runs.take(self.node_id, lease)
+            version = self.runs.take(self.node_id, lease) or self._take_over_or_wait(lease)
             if version is None:
-                version = self._take_over_or_wait(lease)
-                if version is None:
-                    continue
+                continue
+            heartbeat = _Heartbeat(self.runs, self.node_id, lease, version)
+            heartbeat.start()
             try:
-                record = self.runs.record(self.node_id)  # it may have finished while the lease was being taken
-                if record is not None and record.status == SUCCEEDED:
-                    return record
-                return self._run(lease, version, attempt=(record.attempt + 1) if record else 1)
+                if self.runs.succeeded(self.node_id):  # it may have finished while the lease was being taken
+                    return self.runs.record(self.node_id)  # type: ignore[return-value]
+                return self._run(heartbeat, self.runs.current(self.node_id))
             finally:
-                self.runs.release(self.node_id)
+                heartbeat.stop()
+                with contextlib.suppress(DisdatError):
+                    self.runs.release(self.node_id, heartbeat.version)
 
     def _take_over_or_wait(self, lease: Lease) -> Optional[str]:
-        """The lease's new version when its holder was dead; None after waiting for a live holder."""
+        """The lease's new version when its holder was dead (taken over first, cleaned up after); None after
+        waiting for a live holder to finish."""
         current = self.runs.lease(self.node_id)
         if current is None:
             return None  # released meanwhile: look again
         held, held_version = current
         if held.stale():
-            self.clean_up_after(held)
-            return self.runs.take(self.node_id, lease, over=held_version)
-        self.on_status(f"waiting for the same node, run by {held.describe()}")
+            version = self.runs.take(self.node_id, lease, over=held_version)
+            if version is not None:
+                clean_up_node(self.backend, self.runs, self.node_id,
+                              f"its client ({held.describe()}) died before it finished")
+            return version
+        waiting = f"waiting for the same node, run by {held.describe()}"
+        logger.info("node %s: %s", self.node_id[:12], waiting)
+        self.on_status(waiting)
+        before = self.runs.current(self.node_id)
         while True:
             time.sleep(POLL)
-            record = self.runs.record(self.node_id)
-            if record is not None and record.status in (FAILED, TIMED_OUT):
+            record = self.runs.current(self.node_id)
+            fresh = record is not None and (before is None or record.attempt > before.attempt
+                                            or before.status == RUNNING)
+            if fresh and record.status in (FAILED, TIMED_OUT):  # type: ignore[union-attr]
                 raise ContainerFailed(f"{self.job.node.pipe_cls} failed in the identical run of {held.describe()}: "
-                                      f"{record.error}")
-            if record is not None and record.status == SUCCEEDED:
+                                      f"{record.error}")  # type: ignore[union-attr]
+            if fresh and record.status == SUCCEEDED:  # type: ignore[union-attr]
                 return None
             current = self.runs.lease(self.node_id)
             if current is None or current[0].stale() or current[0].owner != held.owner:
                 return None
 
-    def clean_up_after(self, held: Lease) -> None:
-        clean_up_node(self.backend, self.runs, self.node_id, f"its client ({held.describe()}) died before it finished")
+    def _adoptable(self, record: Optional[RunRecord]) -> Optional[str]:
+        """A live job of this node that outlived its client by design (AWS Batch): wait for it, not again."""
+        if (record is None or record.status != RUNNING or not record.job_id or record.backend != self.backend.name
+                or not self.backend.adopts_jobs):
+            return None
+        found = self.backend.orphans(self.node_id, self.runs.where, record.job_id)
+        return record.job_id if record.job_id in found and self.backend.is_live(record.job_id) else None
 
-    def _keep_log(self, job_id: str) -> None:
-        keep_log(self.backend, self.runs, self.node_id, job_id)
-
-    def _run(self, lease: Lease, version: str, attempt: int) -> RunRecord:
-        request: RunRequest = self._request()
-        self.runs.write(new_record(self.job, self.backend.name, attempt,
-                                   job_id=request.name if self.backend.names_jobs else None))
-        job_id: Optional[str] = None
-        heartbeat = _Heartbeat(self.runs, self.node_id, lease, version,
-                               on_lost=lambda: job_id and self.backend.cancel(job_id, "lost its lease"))
-        heartbeat.start()
+    def _run(self, heartbeat: _Heartbeat, record: Optional[RunRecord]) -> RunRecord:
+        adopted = self._adoptable(record)
+        attempt = record.attempt if adopted else (record.attempt + 1) if record else 1
+        job_id: Optional[str] = adopted
+        heartbeat.on_lost = lambda: job_id is not None and self.backend.cancel(job_id, "lost its lease")
+        request: Optional[RunRequest] = None
+        if adopted:
+            self.on_status(f"adopted: {self.backend.job_word} {adopted} runs on")
+        else:
+            request = self._request(attempt)
+            self.runs.write(new_record(self.job, self.backend.name, attempt,
+                                       job_id=request.name if self.backend.names_jobs else None))
         try:
             with sigterm_interrupts():
-                try:
+                if request is not None:
                     job_id = self.backend.submit(request)
                     if job_id != request.name:
-                        self.runs.update_running(self.node_id, lambda r: replace(r, job_id=job_id))
-                    self.on_job(job_id)
-                    result = self.backend.wait(job_id, self.on_line, self.on_status, request.timeout)
-                except KeyboardInterrupt:
-                    if job_id is not None:
-                        self._keep_log(job_id)
-                        self.backend.cancel(job_id, "interrupted")
-                    self._finish(INTERRUPTED, "interrupted by its client (Ctrl-C or SIGTERM)")
-                    raise
-        finally:
-            heartbeat.stop()
-        try:
-            self._keep_log(job_id)
-        finally:
-            self.backend.release(job_id)
+                        self.runs.update_running(self.node_id, lambda r: replace(r, job_id=job_id), attempt)
+                self.on_job(job_id)  # type: ignore[arg-type]
+                result = self.backend.wait(job_id, self.on_line, self.on_status,  # type: ignore[arg-type]
+                                           request.timeout if request else None)
+        except KeyboardInterrupt:
+            self._stop(job_id, attempt, INTERRUPTED, "interrupted by its client (Ctrl-C or SIGTERM)")
+            raise
+        except Exception as exc:
+            why = str(exc).splitlines()[0] if isinstance(exc, DisdatError) else f"{type(exc).__name__}: {exc}"
+            self._stop(job_id, attempt, FAILED, f"the {self.backend.job_word} could not run: {why}")
+            raise
+        with shielded():
+            keep_log(self.backend, self.runs, self.node_id, job_id)  # type: ignore[arg-type]
+            self.backend.release(job_id)  # type: ignore[arg-type]
         if heartbeat.lost:
             raise ContainerFailed(f"node {self.node_id[:12]} was taken over by another client while it ran here")
-        record = self._finish(TIMED_OUT if result.status == "timed_out" else FAILED,
-                              result.reason or "the container exited without writing its result")
+        return self._result(result, attempt)
+
+    def _stop(self, job_id: Optional[str], attempt: int, status: str, why: str) -> None:
+        """Stop the job (keeping its log) and record why, whatever signals come meanwhile."""
+        with shielded():
+            if job_id is not None:
+                keep_log(self.backend, self.runs, self.node_id, job_id)
+                with contextlib.suppress(DisdatError):
+                    self.backend.cancel(job_id, why)
+            with contextlib.suppress(DisdatError):
+                self.runs.update_running(self.node_id, lambda r: r.finished(status, why), attempt)
+
+    def _result(self, result: JobResult, attempt: int) -> RunRecord:
+        """The node's final record: the container's own when it wrote one, else the backend's reason."""
+        fallback = result.reason or f"the {self.backend.job_word} exited without writing its result"
+        record = self.runs.update_running(self.node_id, lambda r: r.finished(
+            TIMED_OUT if result.status == "timed_out" else FAILED, fallback), attempt)
         if result.status == "succeeded" and record is not None and record.status == SUCCEEDED:
             return record
-        if record is not None and record.status == FAILED and record.error and result.status != "timed_out":
-            # the entrypoint said why: lead with that
-            raise ContainerFailed(f"{record.error} ({result.reason or 'exited 0 without a result'})",
-                                  result.log_tail, result.exit_code)
-        raise ContainerFailed(result.reason or f"the container of node {self.node_id[:12]} exited without a result",
-                              result.log_tail, result.exit_code)
+        wrote = record is not None and record.status == FAILED and record.error and record.error != fallback
+        if wrote and result.status != "timed_out":  # the entrypoint said why: lead with that
+            raise ContainerFailed(f"{record.error} ({fallback})", result.log_tail,  # type: ignore[union-attr]
+                                  result.exit_code)
+        raise ContainerFailed(fallback, result.log_tail, result.exit_code)
 
-    def _finish(self, status: str, reason: str) -> Optional[RunRecord]:
-        """The final record: the container's own when it wrote one, else ``status`` with ``reason``."""
-        return self.runs.update_running(self.node_id, lambda r: r.finished(status, reason))
-
-    def _request(self) -> RunRequest:
+    def _request(self, attempt: int) -> RunRequest:
         from .request import run_request
 
-        return run_request(self.job, self.image, self.secrets())
+        return run_request(self.job, self.image, self.secrets(), attempt=attempt)

@@ -35,6 +35,7 @@ class NodeJob:
     image: str                      # the image id the node's identity was computed with
     backend: str
     node: NodeSpec
+    attempt: int = 1                # the attempt the container runs: its final record replaces only that one
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))

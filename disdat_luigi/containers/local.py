@@ -75,11 +75,15 @@ class LocalDocker(Backend):
             raise DisdatError(f"image {request.image} is not on the Docker engine: run `dsdt dockerize`") from None
         except docker.errors.APIError as exc:
             raise DisdatError(f"the Docker engine refused the container: {exc.explanation or exc}") from None
-        stdin = container.attach_socket(params={"stdin": 1, "stream": 1})
-        self._stdin[container.name] = stdin
         self._containers[container.name] = container
-        container.start()
-        stdin._sock.sendall(json.dumps(request.secrets).encode() + b"\n")
+        try:
+            stdin = self._stdin[container.name] = container.attach_socket(params={"stdin": 1, "stream": 1})
+            container.start()
+            stdin._sock.sendall(json.dumps(request.secrets).encode() + b"\n")
+        except (docker.errors.APIError, OSError) as exc:
+            self.release(container.name)  # a container that could not start is not left behind
+            reason = exc.explanation if isinstance(exc, docker.errors.APIError) else exc
+            raise DisdatError(f"the Docker engine could not start the container: {reason}") from None
         return container.name
 
     def _container(self, job_id: str):
@@ -132,6 +136,13 @@ class LocalDocker(Backend):
             except (docker.errors.NotFound, docker.errors.APIError):
                 pass
 
+    def close(self) -> None:
+        for job_id in list(self._stdin):
+            self.release(job_id)
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
     def logs(self, job_id: str) -> List[str]:
         container = self._container(job_id)
         if container is None:
@@ -149,7 +160,7 @@ class LocalDocker(Backend):
     def is_live(self, job_id: str) -> bool:
         return self.status(job_id) in ("created", "running", "restarting")
 
-    def orphans(self, node_id: str, remote: str) -> List[str]:
+    def orphans(self, node_id: str, remote: str, hint: Optional[str] = None) -> List[str]:
         labels = [f"disdat.node_id={node_id}", f"disdat.remote={remote}"]
         return [c.name for c in self.client.containers.list(all=True, filters={"label": labels}, ignore_removed=True)]
 

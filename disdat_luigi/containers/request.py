@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Dict, Sequence
 from urllib.parse import urlparse
 
@@ -76,9 +77,11 @@ def credentials_for(remote_url: str, session_token_seconds: int, long_lived_allo
     return credentials
 
 
-def run_request(job: NodeJob, image: str, secrets: Dict[str, str], depends_on: Sequence[str] = ()) -> RunRequest:
-    """The request that runs ``job`` in ``image`` (an image reference the backend can run), after the jobs
-    ``depends_on`` (backends that chain jobs themselves)."""
+def run_request(job: NodeJob, image: str, secrets: Dict[str, str], depends_on: Sequence[str] = (),
+                attempt: int = 1) -> RunRequest:
+    """The request that runs ``job`` (as its ``attempt``) in ``image`` (an image reference the backend can
+    run), after the jobs ``depends_on`` (backends that chain jobs themselves)."""
+    job = replace(job, attempt=attempt)
     env: Dict[str, str] = {config.env_name("disdat", k): str(config.get("disdat", k)) for k in _PASSED_SETTINGS}
     if urlparse(job.remote_url).scheme == "s3":
         env["AWS_DEFAULT_REGION"] = region()

@@ -15,7 +15,9 @@ with the same inputs and code is complete for everybody who shares the remote.
 
 **Bundle names.** The root's output is the name the user gave. An upstream pipe's output is the name its
 ``pipe_requires`` set with ``set_bundle_name``, else ``<output>-<dependency name>`` (the name the first
-downstream pipe gave it in ``add_dependency``), as ``dsdt apply`` has always named them.
+downstream pipe gave it in ``add_dependency``), as ``dsdt apply`` has always named them. An upstream node's
+id does not hash that name, so that runs of different outputs share it: its output keeps the name of the run
+that made it first.
 """
 from __future__ import annotations
 
@@ -50,8 +52,4 @@ def bundle_name(*, output_name: str, is_root: bool, set_name: Optional[str],
         return output_name
     return set_name or f"{output_name}-{dependency_name or class_name.lower()}"
 
-
-def short(node: str) -> str:
-    """The prefix shown to people (as git shows commits)."""
-    return node[:12]
 

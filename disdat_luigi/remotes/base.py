@@ -24,6 +24,10 @@ class ObjectStore(ABC):
     def exists(self, key: str) -> bool: ...
 
     @abstractmethod
+    def size(self, key: str) -> Optional[int]:
+        """The object's size in bytes, None when it does not exist."""
+
+    @abstractmethod
     def list(self, prefix: str) -> Iterator[str]:
         """Every key under ``prefix`` (which ends with '/')."""
 

@@ -14,9 +14,14 @@ status ``succeeded`` means the node is complete, and every other run leaves a re
 
 A lease makes one client the owner of a running node, across machines: it is taken with a create-only
 write (S3's ``If-None-Match``, a lock on file://), renewed every few seconds with a compare-and-swap, and
-deleted at the end. A lease is stale when its owner's process is gone (same machine) or it was not renewed
-for :data:`LEASE_TTL` seconds (elsewhere); a stale lease is taken over with a compare-and-swap, so two
-clients never both win it.
+released at the end by a compare-and-swap too (a client that lost its lease never releases the new
+owner's). A lease is stale when its owner's process is gone (same machine) or it was not renewed for
+:data:`LEASE_TTL` seconds (elsewhere; a renewal time in the future counts as none); a stale or released
+lease is taken over with a compare-and-swap, so two clients never both win it. A store that ignores
+conditional writes is refused the first time a lease is taken.
+
+A node submitted without a waiting client (AWS Batch, non-blocking) has no lease: its record says
+``detached`` and its job is its owner, alive as long as the backend says the job is.
 
 Everything here is read from a shared remote, so it is validated before it is used or printed.
 """
@@ -25,6 +30,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import socket
 import time
 import uuid as uuidlib
@@ -33,16 +39,24 @@ from datetime import datetime, timezone
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from ..display import has_control, safe
-from ..errors import IntegrityError, NotFound
+from ..errors import IntegrityError, NotFound, RemoteError
 from ..store.manifest import CREATED_FORMAT, check_created, check_hex_id, check_name, check_uuid, now_utc
 from .remote import Remote
 
 RUNNING, SUCCEEDED, FAILED, INTERRUPTED, TIMED_OUT = "running", "succeeded", "failed", "interrupted", "timed_out"
 STATUSES = (RUNNING, SUCCEEDED, FAILED, INTERRUPTED, TIMED_OUT)
 FINAL = (SUCCEEDED, FAILED, INTERRUPTED, TIMED_OUT)
-LEASE_TTL = 30.0            # seconds without a renewal before a lease held on another machine is stale
+LEASE_TTL = 60.0            # seconds without a renewal before a lease held on another machine is stale
 HEARTBEAT = 5.0             # seconds between renewals
 MAX_TEXT = 2000             # error lines and other free text in a record
+MAX_LOG = 16 << 20          # the tail of a log that is stored, and printed
+_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")   # container names and Batch job ids: never a path
+
+
+def check_job_id(value: Any, what: str = "field job_id:") -> str:
+    if not (isinstance(value, str) and _JOB_ID.fullmatch(value)):
+        raise IntegrityError(f"{what} {safe(repr(value))[:80]} is not a job id")
+    return value
 
 
 def _text(value: Any, what: str, limit: int = MAX_TEXT) -> str:
@@ -87,6 +101,7 @@ class RunRecord:
     stopped: Optional[str] = None
     error: Optional[str] = None
     attempt: int = 1
+    detached: bool = False                       # submitted without a waiting client: its job is its owner
     format: int = 1
 
     def to_json(self) -> bytes:
@@ -115,10 +130,11 @@ class RunRecord:
                 upstream=_str_map(d.get("upstream", {}), "upstream", check_hex_id),
                 inputs=_str_map(d.get("inputs", {}), "inputs", check_uuid),
                 output_uuid=_opt(d.get("output_uuid"), check_uuid, "field output_uuid:"),
-                job_id=_opt(d.get("job_id"), _text, "job_id", 300), host=_opt(d.get("host"), _text, "host", 300),
+                job_id=_opt(d.get("job_id"), check_job_id), host=_opt(d.get("host"), _text, "host", 300),
                 stopped=_opt(d.get("stopped"), check_created, "field stopped:"),
                 error=_opt(d.get("error"), _text, "error"),
-                attempt=d.get("attempt") if isinstance(d.get("attempt"), int) else _bad("attempt"))
+                attempt=d.get("attempt") if _is_attempt(d.get("attempt")) else _bad("attempt"),
+                detached=d.get("detached", False) if isinstance(d.get("detached", False), bool) else _bad("detached"))
         except IntegrityError:
             raise
         except Exception as exc:  # a name, uuid or id in the wrong form raises DisdatError subclasses
@@ -144,6 +160,10 @@ class RunRecord:
 
 def _bad(what: str) -> Any:
     raise IntegrityError(f"field {what} has a value that is not allowed")
+
+
+def _is_attempt(n: Any) -> bool:
+    return isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 1_000_000
 
 
 class RunStore:
@@ -179,25 +199,42 @@ class RunStore:
     def write(self, record: RunRecord) -> None:
         self.store.put_bytes(self.record_key(record.node_id), record.to_json())
 
-    def update_running(self, node_id: str, change) -> Optional[RunRecord]:
-        """Apply ``change`` (record -> record) only while the record still says running: a compare-and-swap,
-        so a client never overwrites the final record its container wrote meanwhile. Returns what is there."""
+    def update_running(self, node_id: str, change, attempt: Optional[int] = None) -> Optional[RunRecord]:
+        """Apply ``change`` (record -> record) only while the record still says running (and, given
+        ``attempt``, is still that attempt): a compare-and-swap, so nobody overwrites a final record, nor an
+        old attempt (a paused client, a terminated job) the current one. Returns what is there."""
         for _ in range(5):
             try:
                 raw, version = self.store.get_versioned(self.record_key(node_id))
             except NotFound:
                 return None
             record = RunRecord.from_json(raw, node_id)
-            if record.status != RUNNING:
+            if record.status != RUNNING or (attempt is not None and record.attempt != attempt):
                 return record
             new = change(record)
             if self.store.put_if(self.record_key(node_id), new.to_json(), version):
                 return new
         return self.record(node_id)
 
+    def current(self, node_id: str) -> Optional[RunRecord]:
+        """The node's record, None when there is none or it is malformed (then it is simply replaced)."""
+        try:
+            return self.record(node_id)
+        except IntegrityError:
+            return None
+
     def succeeded(self, node_id: str) -> bool:
-        record = self.record(node_id)
-        return record is not None and record.status == SUCCEEDED
+        """The node's record says succeeded and its output, made by this node, is on the remote. A malformed
+        record, or one whose output is gone or was made by another node, counts as not succeeded: the node
+        runs again and its record is replaced."""
+        record = self.current(node_id)
+        if record is None or record.status != SUCCEEDED or record.output_uuid is None:
+            return False
+        try:
+            made_by = (self.remote.manifest(record.output_uuid).lineage or {}).get("processing_id")
+        except (NotFound, IntegrityError):
+            return False
+        return made_by == node_id
 
     def node_ids(self) -> List[str]:
         """Every node with a record (ids in their strict form only; anything else on the remote is ignored)."""
@@ -242,32 +279,44 @@ class RunStore:
     def pending_key(self, name: str) -> str:
         return f"{self._root}/pending/{check_name(name)}.json"
 
-    def write_pending(self, name: str, node_id: str) -> None:
-        self.store.put_bytes(self.pending_key(name), json.dumps({"node_id": node_id}).encode())
+    def write_pending(self, name: str, nodes: List[str]) -> None:
+        """Mark ``name`` as the output of a non-blocking run of ``nodes`` (upstream first, the root last)."""
+        self.store.put_bytes(self.pending_key(name), json.dumps({"nodes": nodes}).encode())
 
-    def pending(self, name: str) -> Optional[str]:
-        """The root node of the latest non-blocking run whose output is ``name`` (None when there is none)."""
+    def pending(self, name: str) -> List[str]:
+        """The nodes of the latest non-blocking run whose output is ``name``, the root last ([] when none)."""
         try:
             d = json.loads(self.store.get_bytes(self.pending_key(name)))
-            return check_hex_id(d.get("node_id") if isinstance(d, dict) else None, "pending node id")
+            nodes = d.get("nodes") if isinstance(d, dict) else None
+            if not isinstance(nodes, list) or not nodes or len(nodes) > 100_000:
+                raise ValueError("no nodes")
+            return [check_hex_id(n, "pending node id") for n in nodes]
         except NotFound:
-            return None
+            return []
         except (ValueError, UnicodeDecodeError):
-            raise IntegrityError(f"the pending marker of {name} on the remote is not valid JSON") from None
+            raise IntegrityError(f"the pending marker of {name} on the remote is malformed") from None
 
     # -- logs --------------------------------------------------------------------------------------
     def write_log(self, node_id: str, text: bytes) -> None:
+        """Store a job's log (its last MAX_LOG bytes: a chatty job must not fill the remote or a reader)."""
+        if len(text) > MAX_LOG:
+            text = b"(the log's first %d bytes are not kept)\n" % (len(text) - MAX_LOG) + text[-MAX_LOG:]
         self.store.put_bytes(self.log_key(node_id), text)
 
     def log(self, node_id: str) -> Optional[bytes]:
-        try:
-            return self.store.get_bytes(self.log_key(node_id))
-        except NotFound:
+        """The stored log, at most its last MAX_LOG bytes (whatever a remote holds, a reader reads no more)."""
+        key = self.log_key(node_id)
+        size = self.store.size(key)
+        if size is None:
             return None
+        start = max(0, size - MAX_LOG)
+        with self.store.open_range(key, start, size - start) as stream:
+            body = stream.read(size - start)
+        return (b"(the log's first %d bytes are not shown)\n" % start if start else b"") + body
 
     # -- leases ------------------------------------------------------------------------------------
     def lease(self, node_id: str) -> Optional[Tuple["Lease", str]]:
-        """The current lease and its version, or None (an unreadable lease counts as stale)."""
+        """The current lease and its version, or None (an unreadable or released lease counts as stale)."""
         try:
             raw, version = self.store.get_versioned(self.lease_key(node_id))
         except NotFound:
@@ -276,6 +325,7 @@ class RunStore:
 
     def take(self, node_id: str, lease: "Lease", over: Optional[str] = None) -> Optional[str]:
         """Take the lease (``over``: replacing that stale version); its new version, or None if beaten."""
+        self._check_conditional_writes()
         key = self.lease_key(node_id)
         if not self.store.put_if(key, lease.to_json(), over):
             return None
@@ -284,8 +334,30 @@ class RunStore:
     def renew(self, node_id: str, lease: "Lease", version: str) -> Optional[str]:
         return self.take(node_id, replace(lease, renewed=time.time()), over=version)
 
-    def release(self, node_id: str) -> None:
-        self.store.delete(self.lease_key(node_id))
+    def release(self, node_id: str, version: str) -> None:
+        """Give the lease up, if it is still the one this client holds (``version``)."""
+        self.store.put_if(self.lease_key(node_id), RELEASED, version)
+
+    _probed: set = set()
+
+    def _check_conditional_writes(self) -> None:
+        """Leases need a store that honours conditional writes: a second create-only write must fail."""
+        if self.remote.url in RunStore._probed:
+            return
+        key = f"{self._root}/leases/probe-{uuidlib.uuid4().hex}"
+        try:
+            first = self.store.put_if(key, b"{}", None)
+            second = self.store.put_if(key, b"{}", None)
+        finally:
+            self.store.delete(key)
+        if not first or second:
+            raise RemoteError(f"the remote {self.remote.url} ignores conditional writes (If-None-Match): runs "
+                              f"cannot be owned safely there; use a store that supports them (AWS S3, SeaweedFS, "
+                              f"MinIO)")
+        RunStore._probed.add(self.remote.url)
+
+
+RELEASED = b'{"released": true}'
 
 
 def host_id() -> str:
@@ -315,6 +387,7 @@ class Lease:
     renewed: float              # epoch seconds of the last renewal (by the owner's clock)
     job_id: Optional[str] = None
     backend: str = "Local"
+    free: bool = False          # released, unreadable or malformed: anybody may take it over
 
     @classmethod
     def mine(cls, backend: str) -> "Lease":
@@ -329,6 +402,8 @@ class Lease:
     def from_json(cls, raw: bytes) -> "Lease":
         try:
             d = json.loads(raw)
+            if not isinstance(d, dict) or d.get("released"):
+                raise ValueError("released")
             lease = cls(owner=str(d["owner"]), host=str(d["host"]), pid=int(d["pid"]),
                         pid_start=None if d.get("pid_start") is None else str(d["pid_start"]),
                         renewed=float(d["renewed"]), job_id=None if d.get("job_id") is None else str(d["job_id"]),
@@ -336,14 +411,17 @@ class Lease:
             if not math.isfinite(lease.renewed):
                 raise ValueError("renewed is not a time")
         except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-            return cls(owner="?", host="?", pid=0, pid_start=None, renewed=0.0)  # unreadable: stale at once
+            return cls(owner="?", host="?", pid=0, pid_start=None, renewed=0.0, free=True)
         return lease
 
     def stale(self, now: Optional[float] = None) -> bool:
-        """The owner is gone: its process (on this machine) or its heartbeat (anywhere)."""
+        """The owner is gone: its process (on this machine) or its heartbeat (anywhere); or it was released."""
+        if self.free:
+            return True
         if self.host == host_id():
             return _process_start(self.pid) is None or _process_start(self.pid) != self.pid_start
-        return (now or time.time()) - self.renewed > LEASE_TTL
+        age = (now or time.time()) - self.renewed
+        return age > LEASE_TTL or age < -LEASE_TTL  # a renewal "in the future" is a clock nobody can trust
 
     def describe(self) -> str:
         return f"pid {self.pid} on {self.host}"

@@ -144,12 +144,14 @@ class S3Store(ObjectStore):
             self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
 
     def exists(self, key: str) -> bool:
+        return self.size(key) is not None
+
+    def size(self, key: str) -> Optional[int]:
         try:
             with self._errors(key):
-                self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
+                return self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)["ContentLength"]
         except NotFound:
-            return False
-        return True
+            return None
 
     def list(self, prefix: str) -> Iterator[str]:
         skip = len(self.prefix)
