@@ -6,7 +6,7 @@ import re
 import pytest
 
 from disdat_luigi.pipe import identity
-from disdat_luigi.pipe.identity import bundle_name, canonical_json, node_id, short
+from disdat_luigi.pipe.identity import bundle_name, canonical_json, node_id
 
 UP_LEFT = "1" * 32
 UP_RIGHT = "2" * 32
@@ -94,9 +94,6 @@ def test_node_id_nonce_defaults_to_empty_and_root_output_to_none():
     del kwargs["root_output"]
     assert node_id(**kwargs) == node_id(**changed(nonce="", root_output=None))
 
-
-def test_short_is_the_first_twelve_digits():
-    assert short("0123456789abcdef0123456789abcdef") == "0123456789ab"
 
 
 # ---------------------------------------------------------------------------------------------------
