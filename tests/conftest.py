@@ -102,13 +102,19 @@ def run_dsdt(*args: str, env: dict | None = None, cwd: Path | None = None, timeo
 
 
 def snapshot(root: Path) -> dict:
-    """Everything observable under a directory: file bytes and the SQLite indexes' rows."""
+    """Everything observable under a directory: every directory (as an entry, so that a stray context, bundle
+    or staging directory is a change), every symlink (by its target), file bytes and the SQLite indexes' rows.
+    SQLite's own -wal/-shm files are left out: their rows are read through the index."""
     state = {}
     for p in sorted(root.rglob("*")):
         rel = p.relative_to(root).as_posix()
-        if p.is_dir() or rel.endswith(("-wal", "-shm")):
+        if rel.endswith(("-wal", "-shm")):
             continue
-        if p.name == "index.sqlite":
+        if p.is_symlink():
+            state[rel] = ("symlink", os.readlink(p))
+        elif p.is_dir():
+            state[rel] = "directory"
+        elif p.name == "index.sqlite":
             db = sqlite3.connect(p)
             state[rel] = [tuple(r) for t in ("bundles", "tags", "files")
                           for r in db.execute(f"SELECT * FROM {t} ORDER BY 1, 2")]

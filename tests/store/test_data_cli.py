@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 
 import pytest
 
 from conftest import DSDT, assert_user_error, run_dsdt, snapshot
+from disdat_luigi.store.home import Home
 
 
 @pytest.fixture
@@ -26,13 +28,31 @@ def _uuid_of(out: str) -> str:
 def test_every_command_has_help(cli):
     for cmd in ("init", "context", "switch", "add", "ls", "cat", "commit", "rm", "lineage"):
         r = cli(cmd, "-h")
-        assert r.code == 0 and "usage: dsdt " + cmd in r.out
+        assert r.code == 0 and r.out.startswith(f"usage: dsdt {cmd} [-h]"), r.out
 
 
 def test_init_is_idempotent(tmp_path, monkeypatch, cli):
     monkeypatch.setenv("DISDAT_HOME", str(tmp_path / "h"))
-    assert "initialized" in cli("init").out
-    assert "already initialized" in cli("init").out
+    first = cli("init")
+    assert (first.code, first.out, first.err) == (0, f"initialized: {tmp_path / 'h'}\n", "")
+    before = snapshot(tmp_path / "h")
+    again = cli("init")
+    assert (again.code, again.out, again.err) == (0, f"already initialized: {tmp_path / 'h'}\n", "")
+    assert snapshot(tmp_path / "h") == before
+
+
+def test_the_first_context_created_is_the_active_one(tmp_path, monkeypatch, cli):
+    monkeypatch.setenv("DISDAT_HOME", str(tmp_path / "h"))
+    assert cli("init").code == 0
+    assert cli("context").out == ""
+    assert cli("context", "first").out == "created first (active)\n"
+    assert cli("context", "second").out == "created second\n"
+    assert cli("context").out.splitlines() == ["* first", "  second"]
+    sample = tmp_path / "x.txt"
+    sample.write_text("x")
+    assert cli("add", "x", sample).code == 0
+    assert [row.name for row in Home(tmp_path / "h").context("first").find()] == ["x"]
+    assert Home(tmp_path / "h").context("second").find() == []
 
 
 def test_commands_before_init_say_to_init(tmp_path, monkeypatch, cli):
@@ -62,35 +82,53 @@ def test_context_bad_inputs_change_nothing(home, cli):
     assert snapshot(home.path) == before
 
 
+def _rows(out: str) -> list:
+    """`dsdt ls` as rows of (name, uuid, committed, tags), after checking its header."""
+    lines = out.splitlines()
+    assert lines[0].split() == ["NAME", "UUID", "CREATED", "COMMITTED", "TAGS"], out
+    rows = []
+    for line in lines[1:]:
+        name, uuid, created, committed, *tags = line.split()
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", created), line
+        rows.append((name, uuid, committed, " ".join(tags)))
+    return rows
+
+
 def test_add_ls_cat_commit_rm_lineage(home, cli, sample):
     r = cli("add", "-t", "source:test", "words", sample)
     assert r.code == 0, r.err
     uuid = _uuid_of(r.out)
+    assert r.out == f"added words {uuid} (2 files)\n"
     paths = json.loads(cli("cat", "words").out)
     assert [p.split("/files/")[1] for p in paths] == ["sample/one.txt", "sample/deep/two.txt"]
     assert open(paths[0]).read() == "one\n"
     assert json.loads(cli("cat", "-u", uuid).out) == paths
 
     second = _uuid_of(cli("add", "words", sample / "one.txt").out)
-    ls = cli("ls").out.splitlines()
-    assert ls[0].split() == ["NAME", "UUID", "CREATED", "COMMITTED", "TAGS"]
-    assert len(ls) == 2 and second in ls[1] and " no" in ls[1]
-    assert len(cli("ls", "-v").out.splitlines()) == 3
-    assert uuid in cli("ls", "-t", "source:test").out and second not in cli("ls", "-t", "source:test").out
-    assert cli("ls", "nomatch*").out.splitlines()[1:] == []
+    assert _rows(cli("ls").out) == [("words", second, "no", "")]
+    assert _rows(cli("ls", "-v").out) == [("words", second, "no", ""), ("words", uuid, "no", "source:test")]
+    assert _rows(cli("ls", "-t", "source:test").out) == [("words", uuid, "no", "source:test")]
+    assert _rows(cli("ls", "nomatch*").out) == []
+    assert _rows(cli("ls", "wo*").out) == [("words", second, "no", "")]     # names are glob patterns
+    assert _rows(cli("ls", "w?rds", "nomatch").out) == [("words", second, "no", "")]
 
-    assert cli("commit", "-t", "release:1", "words").code == 0
-    assert "yes" in cli("ls", "words").out and "release:1" in cli("ls", "words").out
-    assert second not in cli("ls", "--uncommitted").out and uuid in cli("ls", "-v", "--uncommitted").out
+    assert cli("commit", "-t", "release:1", "words").out == f"committed words {second}\n"
+    assert _rows(cli("ls", "words").out) == [("words", second, "yes", "release:1")]
+    assert _rows(cli("ls", "--uncommitted").out) == [("words", uuid, "no", "source:test")]
+    assert _rows(cli("ls", "-v", "--uncommitted").out) == [("words", uuid, "no", "source:test")]
 
     lineage = json.loads(cli("lineage", uuid).out)
     assert lineage["uuid"] == uuid and lineage["name"] == "words" and lineage["lineage"] is None
 
-    assert cli("rm", "words").code == 0  # removes the latest version only
-    assert [ln.split()[1] for ln in cli("ls", "-v").out.splitlines()[1:]] == [uuid]
+    assert cli("rm", "words").out == "removed 1 bundle version\n"  # removes the latest version only
+    assert _rows(cli("ls", "-v").out) == [("words", uuid, "no", "source:test")]
+    third = _uuid_of(cli("add", "words", sample).out)
+    assert cli("rm", "-u", uuid).out == "removed 1 bundle version\n"  # that version only, even if not the latest
+    assert _rows(cli("ls", "-v").out) == [("words", third, "no", "")]
     cli("add", "words", sample)
-    assert "2 bundle versions" in cli("rm", "--all", "words").out
-    assert cli("ls", "-v").out.splitlines()[1:] == []
+    assert cli("rm", "--all", "words").out == "removed 2 bundle versions\n"
+    assert _rows(cli("ls", "-v").out) == []
+    assert list(home.context().objects.iterdir()) == []
 
 
 def test_data_bad_inputs_give_one_line_and_change_nothing(home, cli, sample):

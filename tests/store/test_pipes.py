@@ -33,13 +33,18 @@ def test_wordcount(home, pipe_root, cli, texts):
 
 def test_wordcount_refuses_a_bad_parameter(home, pipe_root, cli, texts):
     r = cli("apply", "texts", "counts", "wordcount.WordCount", "--min-len", "0")
-    assert r.code == 1 and "min_len must be at least 1, got 0" in r.err.splitlines()[-1]
+    assert r.code == 1
+    assert r.err.splitlines()[-1] == ("dsdt: error: wordcount.WordCount failed: ValueError: min_len must be at least "
+                                      "1, got 0")
     assert [row.name for row in home.context().find()] == ["texts"]  # no output bundle
 
 
 def test_linestats_and_report_with_two_upstream_pipes(home, pipe_root, cli, texts):
     r = cli("apply", "texts", "report", "report.TextReport", "--min-len", "3")
     assert r.code == 0, r.err
+    uuid = home.context().latest("report").uuid
+    assert r.out.splitlines()[-1] == (f"report {uuid}: made 3 bundle(s) (`dsdt cat report`; `dsdt commit report` to "
+                                      f"share it)")
     assert json.loads(cli("cat", "report").out) == {"files": 2, "lines": 3, "words": 10, "words_per_line": 3.33,
                                                     "top_words": ["the", "cat", "sat", "mat", "end"]}
     names = {row.name for row in home.context().find()}
@@ -62,17 +67,29 @@ def test_groupby_returns_a_dataframe(home, pipe_root, cli, tmp_path):
     expected = pd.DataFrame({"region": ["eu", "us"], "sum": [8, 4], "count": [2, 1]})
     pd.testing.assert_frame_equal(b.data(), expected)
     r = cli("apply", "sales", "bad", "sales.GroupBy", "--key", "country")
-    assert r.code == 1 and "no column 'country'" in r.err
+    assert r.code == 1 and r.err.splitlines()[-1] == ("dsdt: error: sales.GroupBy failed: ValueError: no column "
+                                                      "'country' in the input (columns: region, amount)")
+    assert home.context().find(["bad"]) == []
 
 
 def test_apply_is_a_noop_when_nothing_changed_and_force_runs_again(home, pipe_root, cli, texts):
+    def said(result, state):
+        uuid = home.context().latest("counts").uuid
+        return result.out.splitlines()[-1] == (f"counts {uuid}: {state} (`dsdt cat counts`; `dsdt commit counts` "
+                                               f"to share it)")
+
     first = cli("apply", "texts", "counts", "wordcount.WordCount")
+    assert said(first, "made 1 bundle(s)"), first.out
     again = cli("apply", "texts", "counts", "wordcount.WordCount")
-    assert "made 1 bundle" in first.out and "up to date" in again.out
+    assert said(again, "up to date"), again.out
     assert len(home.context().find(["counts"])) == 1
-    assert "made 1 bundle" in cli("apply", "--force", "texts", "counts", "wordcount.WordCount").out
+    forced = cli("apply", "--force", "texts", "counts", "wordcount.WordCount")
+    assert said(forced, "made 1 bundle(s)"), forced.out
     assert len(home.context().find(["counts"])) == 2
-    assert "made 1 bundle" in cli("apply", "texts", "counts", "wordcount.WordCount", "--top", "3").out
+    changed = cli("apply", "texts", "counts", "wordcount.WordCount", "--top", "3")
+    assert said(changed, "made 1 bundle(s)"), changed.out
+    assert len(home.context().find(["counts"])) == 3
+    assert said(cli("apply", "texts", "counts", "wordcount.WordCount", "--top", "3"), "up to date")
 
 
 def test_input_and_output_tags(home, pipe_root, cli, texts, tmp_path):

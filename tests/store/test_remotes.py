@@ -1,16 +1,20 @@
 """dsdt remote / push / pull on a real SeaweedFS server and on a file:// remote, and the transfer guarantees."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
+import threading
 import time
+import uuid as uuidlib
+from pathlib import Path
 
 import pytest
 
 from conftest import DSDT, assert_user_error, new_bucket, run_dsdt, second_context, snapshot
-from disdat_luigi.errors import IntegrityError
+from disdat_luigi.errors import IntegrityError, NotFound
 from disdat_luigi.remotes import open_remote, open_store
 from disdat_luigi.remotes.remote import blob_key
 from disdat_luigi.remotes.transfer import pull, push
@@ -107,6 +111,7 @@ def test_s3_credentials_bucket_and_reachability_errors(home, cli, s3_env, monkey
     assert_user_error(cli("remote", "shared", f"s3://{bucket}/p"), "refused the credentials", "InvalidAccessKeyId")
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no credentials: never ask an instance metadata address
     assert_user_error(cli("remote", "shared", f"s3://{bucket}/p"), "no AWS credentials")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_env.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_env.secret_key)
@@ -201,9 +206,14 @@ def test_pack_threshold_zero_turns_packing_off(home, bound, cli, tmp_path, monke
 
 
 def _corrupt(url, key):
+    _corrupt_at(url, key, None)
+
+
+def _corrupt_at(url, key, at):
+    """Flip one byte of a remote object (its middle one by default)."""
     store = open_store(url)
     data = bytearray(store.get_bytes(key))
-    data[len(data) // 2] ^= 0xFF
+    data[len(data) // 2 if at is None else at] ^= 0xFF
     store.put_bytes(key, bytes(data))
     store.close()
 
@@ -222,9 +232,21 @@ def test_corrupted_bytes_are_detected_on_pull(home, bound, cli, tmp_path, where)
     assert bad_name not in [p.name for p in kept]
 
 
-@pytest.mark.parametrize("evil", ["../escaped.txt", "/tmp/absolute.txt", "a/../../escaped.txt"])
-def test_path_traversal_in_a_remote_manifest_is_rejected(home, bound, cli, tmp_path, evil):
-    uuid = _added(cli, "t", _files(tmp_path / "d", {"x.txt": b"x"}))
+@pytest.mark.parametrize("evil", ["../{name}", "{outside}/{name}", "a/../../{name}", "a/../../../../{name}"],
+                         ids=["dotdot", "absolute", "dotdot-inside", "dotdot-deep"])
+def test_path_traversal_in_a_remote_manifest_is_rejected(home, bound, cli, tmp_path, evil, monkeypatch):
+    """A manifest naming a file outside the bundle is refused, and the file is nowhere: not where each form of
+    the path would have put it (next to the bundle's files, in the staging or objects directory, above the
+    current directory, at the absolute path), nor anywhere else under this test's directory, which holds the
+    store, the remote and the current directory."""
+    name = f"escaped-{uuidlib.uuid4().hex}.txt"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    evil = evil.format(name=name, outside=outside)
+    cwd = tmp_path / "cwd" / "a" / "b"
+    cwd.mkdir(parents=True)
+    monkeypatch.chdir(cwd)
+    uuid = _added(cli, "t", _files(tmp_path / "d", {"x.txt": b"escaping bytes"}))
     assert cli("push", "t").code == 0
     remote = _remote(bound)
     key = remote.manifest_key(uuid)
@@ -235,9 +257,15 @@ def test_path_traversal_in_a_remote_manifest_is_rejected(home, bound, cli, tmp_p
     remote.close()
     other = second_context(home, cli, bound)
     before = snapshot(home.path)
-    assert_user_error(cli("pull", "-u", uuid), "unsafe file path")
+    assert_user_error(cli("pull", "-u", uuid), "unsafe file path", repr(evil)[:60])
     assert snapshot(home.path) == before and not other.has(uuid)
-    assert not (home.path / "escaped.txt").exists() and not (tmp_path / "escaped.txt").exists()
+    would_be = [Path(os.path.normpath(base / evil)) for base in (
+        other.tmp / f"pull-{uuid}" / "files", other.tmp / f"pull-{uuid}", other.objects / uuid / "files",
+        other.objects / uuid, other.path, cwd)]
+    assert all(p.name == name for p in would_be)
+    assert [p for p in would_be if os.path.lexists(p)] == []
+    assert list(tmp_path.rglob(name)) == []
+    assert list(Path("/tmp").glob(name)) == []
 
 
 def _wait_until(predicate, timeout=60.0, every=0.01):
@@ -249,44 +277,110 @@ def _wait_until(predicate, timeout=60.0, every=0.01):
     return False
 
 
-def test_interrupted_push_leaves_no_manifest_and_resumes(home, cli, s3_env, tmp_path):
+MiB = 1024 * 1024
+PART = int(1.5 * MiB)   # above the 1 MiB pack threshold: every file is a blob of its own, one PUT or GET each
+
+
+def _blob_bundle(cli, tmp_path, n=8):
+    """A committed bundle of n blob-sized files part00.bin ... ; returns (uuid, source directory)."""
+    src = _files(tmp_path / "d", {f"part{i:02d}.bin": os.urandom(PART) for i in range(n)})
+    return _added(cli, "big", src), src
+
+
+def _killed_at_fault(args, spec, tmp_path, on_hold=lambda: None):
+    """Run `dsdt ARGS` with one transfer worker until the fault hook holds operation ``spec`` (so every earlier
+    operation finished, and none after it started); call on_hold() while it is held; then kill -9."""
+    hit = tmp_path / "fault-hit"
+    proc = subprocess.Popen([DSDT, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=dict(os.environ, DISDAT_TRANSFER_WORKERS="1", DISDAT_FAULT=spec,
+                                     DISDAT_FAULT_SIGNAL=str(hit)))
+    try:
+        assert _wait_until(lambda: hit.exists() or proc.poll() is not None), "the transfer never reached the fault"
+        assert proc.poll() is None, proc.communicate()
+        on_hold()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+
+
+def _recording(monkeypatch, store_cls, *methods):
+    """Record the key of every call of these methods of every store of this class (in this process)."""
+    keys = []
+    for method in methods:
+        real = getattr(store_cls, method)
+
+        def record(self, key, *args, _real=real, **kwargs):
+            keys.append(key)
+            return _real(self, key, *args, **kwargs)
+        monkeypatch.setattr(store_cls, method, record)
+    return keys
+
+
+def test_interrupted_push_leaves_no_manifest_and_resumes(home, cli, s3_env, tmp_path, monkeypatch):
+    """kill -9 while the 4th of 8 blobs is being sent: the 3 before it are up, the bundle is nowhere on the
+    remote (neither while the push hangs nor after), and the next push sends exactly the 5 missing blobs."""
+    from disdat_luigi.remotes.s3 import S3Store
+
     url = f"s3://{new_bucket(s3_env)}/p"
     assert cli("remote", "shared", url).code == 0
-    src = _files(tmp_path / "d", {f"part{i:02d}.bin": os.urandom(2 * 1024 * 1024) for i in range(40)})
-    uuid = _added(cli, "big", src)
-    proc = subprocess.Popen([DSDT, "push", "-q", "big"], env=dict(os.environ, DISDAT_TRANSFER_WORKERS="1"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert _wait_until(lambda: len(_keys(url, "blobs/")) >= 2), "the push never started uploading"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    uploaded = len(_keys(url, "blobs/"))
-    assert 2 <= uploaded < 40, uploaded
-    assert _keys(url, "context/") == []  # no manifest, no marker: the bundle is not on the remote
-    r = run_dsdt("push", "big")
-    assert r.code == 0, r.err
-    assert f"{40 - uploaded} files" in r.out and f"{uploaded} already on the remote" in r.out
+    uuid, src = _blob_bundle(cli, tmp_path)
+    shas = sorted(home.context().bundle(uuid).manifest.files[f"d/{p.name}"].sha256 for p in src.iterdir())
+
+    def not_on_the_remote():
+        assert _keys(url, "context/") == []  # no manifest, no name marker
+        with _remote(url) as remote:
+            assert not remote.has_bundle(uuid)
+            with pytest.raises(NotFound, match="no bundle named big on the remote"):
+                remote.latest("big")
+        assert _keys(url, "blobs/") == sorted(blob_key(s) for s in shas[:3])
+
+    _killed_at_fault(["push", "-q", "big"], "put:blobs/:4", tmp_path, on_hold=not_on_the_remote)
+    not_on_the_remote()
     other = second_context(home, cli, url)
-    assert cli("pull", "big").code == 0
-    assert other.bundle(uuid).path("d/part17.bin").read_bytes() == (src / "part17.bin").read_bytes()
+    assert_user_error(cli("pull", "big"), "no bundle named big on the remote")
+    assert not other.has(uuid) and cli("switch", "test").code == 0
+
+    sent = _recording(monkeypatch, S3Store, "put_bytes", "upload_file")
+    r = cli("push", "big")
+    assert r.code == 0, r.err
+    assert r.out.splitlines() == [f"pushed big {uuid}: 5 files, {5 * PART / 1e6:.1f} MB moved, 3 already on the "
+                                  f"remote"]
+    assert sorted(k for k in sent if k.startswith("blobs/")) == sorted(blob_key(s) for s in shas[3:])
+    assert _keys(url, "blobs/") == sorted(blob_key(s) for s in shas)
+    assert cli("switch", "other").code == 0 and cli("pull", "big").code == 0
+    assert all(other.bundle(uuid).path(f"d/{p.name}").read_bytes() == p.read_bytes() for p in src.iterdir())
 
 
-def test_interrupted_pull_leaves_no_bundle_and_resumes(home, cli, s3_env, tmp_path):
+def test_interrupted_pull_leaves_no_bundle_and_resumes(home, cli, s3_env, tmp_path, monkeypatch):
+    """kill -9 while the 4th of 8 blobs is being fetched: the 3 before it are staged and verified, no bundle
+    is in the context (neither while the pull hangs nor after), and the next pull fetches exactly the other 5."""
+    from disdat_luigi.remotes.s3 import S3Store
+
     url = f"s3://{new_bucket(s3_env)}/p"
     assert cli("remote", "shared", url).code == 0
-    src = _files(tmp_path / "d", {f"part{i:02d}.bin": os.urandom(2 * 1024 * 1024) for i in range(40)})
-    uuid = _added(cli, "big", src)
+    uuid, src = _blob_bundle(cli, tmp_path)
+    manifest = home.context().bundle(uuid).manifest
     assert cli("push", "big").code == 0
     other = second_context(home, cli, url)
     staged = other.tmp / f"pull-{uuid}" / "files" / "d"
-    proc = subprocess.Popen([DSDT, "pull", "-q", "big"], env=dict(os.environ, DISDAT_TRANSFER_WORKERS="1"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert _wait_until(lambda: staged.is_dir() and len(list(staged.iterdir())) >= 2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not other.has(uuid) and cli("ls").out.splitlines()[1:] == []
-    r = run_dsdt("pull", "big")
+    first_three = [f"part{i:02d}.bin" for i in range(3)]
+
+    def no_bundle_yet():
+        assert not other.has(uuid) and not (other.objects / uuid).exists()
+        assert run_dsdt("ls", "-v").out.splitlines()[1:] == []
+        assert sorted(p.name for p in staged.iterdir()) == first_three
+        assert all((staged / n).read_bytes() == (src / n).read_bytes() for n in first_three)
+
+    _killed_at_fault(["pull", "-q", "big"], "get:blobs/:4", tmp_path, on_hold=no_bundle_yet)
+    no_bundle_yet()
+
+    fetched = _recording(monkeypatch, S3Store, "get_bytes", "open_range")
+    r = cli("pull", "big")
     assert r.code == 0, r.err
-    assert "already local" in r.out and " 0 already local" not in r.out
+    assert r.out.splitlines() == [f"pulled big {uuid}: 5 files, {5 * PART / 1e6:.1f} MB moved, 3 already local"]
+    missing = sorted(blob_key(manifest.files[f"d/part{i:02d}.bin"].sha256) for i in range(3, 8))
+    assert sorted(k for k in fetched if k.startswith("blobs/")) == missing
     b = other.bundle(uuid)
     assert all(b.path(f"d/{p.name}").read_bytes() == p.read_bytes() for p in src.iterdir())
     assert list(other.tmp.iterdir()) == []
@@ -349,23 +443,59 @@ def test_progress_bar_on_a_terminal(home, bound, cli, tmp_path):
 
 
 def test_large_blob_in_parallel_ranges_is_verified(home, bound, cli, tmp_path, monkeypatch):
-    """A multipart upload, then a pull as several ranged streams (ranges made small to get four of them)."""
+    """A large blob is pulled as several ranged streams open at the same time, which together cover it exactly
+    once (ranges made small: 4 of them); a byte altered in the last range still fails the sha256 check."""
     from disdat_luigi.remotes import download
 
-    monkeypatch.setattr(download, "RANGE_MIN", 4 * 1024 * 1024)
-    big = os.urandom(20 * 1024 * 1024 + 12345)
+    monkeypatch.setattr(download, "RANGE_MIN", 4 * MiB)
+    big = os.urandom(20 * MiB + 12345)
     uuid = _added(cli, "huge", _files(tmp_path / "d", {"huge.bin": big}))
     ctx = home.context()
+    key = blob_key(ctx.bundle(uuid).manifest.files["d/huge.bin"].sha256)
     remote = _remote(bound)
     assert push(ctx, remote, ctx.bundle(uuid), quiet=True).bytes == len(big)
+
+    ranges, open_now, most_open = [], [0], [0]
+    cond = threading.Condition()
+    real_open_range = remote.store.open_range
+
+    @contextlib.contextmanager
+    def open_range(k, start, length):
+        """Each stream of the blob waits (10 s at most) until two are open at once: streams read one after
+        the other never get there."""
+        if k != key:
+            with real_open_range(k, start, length) as body:
+                yield body
+            return
+        with cond:
+            ranges.append((start, length))
+            open_now[0] += 1
+            most_open[0] = max(most_open[0], open_now[0])
+            cond.notify_all()
+            cond.wait_for(lambda: most_open[0] >= 2, timeout=10)
+        try:
+            with real_open_range(k, start, length) as body:
+                yield body
+        finally:
+            with cond:
+                open_now[0] -= 1
+
+    remote.store.open_range = open_range
     other = second_context(home, cli, bound)
     pulled, stats = pull(other, remote, uuid, quiet=True)
     assert stats.bytes == len(big) and pulled.path("d/huge.bin").read_bytes() == big
+    assert most_open[0] >= 2, f"the ranges were read one at a time: {ranges}"
+    starts = sorted(ranges)
+    assert len(starts) == 4 and len(set(starts)) == 4, starts
+    assert starts[0][0] == 0 and all(a + n == b for (a, n), (b, _) in zip(starts, starts[1:]))
+    assert starts[-1][0] + starts[-1][1] == len(big)
 
     third = second_context(home, cli, bound, name="third")
-    _corrupt(bound, blob_key(ctx.bundle(uuid).manifest.files["d/huge.bin"].sha256))
+    _corrupt_at(bound, key, len(big) - 100)  # in the last of the four ranges
+    ranges.clear()
     with pytest.raises(IntegrityError, match="sha256 mismatch"):
-        pull(third, _remote(bound), uuid, quiet=True)
+        pull(third, remote, uuid, quiet=True)
+    assert len(ranges) == 4
     assert not third.has(uuid) and not any(p.name == "huge.bin" for p in third.path.rglob("*"))
     remote.close()
 
@@ -383,21 +513,23 @@ def test_luigi_targets_follow_remote_and_local_state(home, bound, cli, tmp_path)
 
     node = "0123456789abcdef0123456789abcdef"
     run = RunRecordTarget(bound, "shared", node)
-    assert not run.exists()
-    record = RunRecord(node_id=node, run_id=node, status="running", pipe_cls="m.P", params={}, bundle_name="t",
+    local = LocalBundleTarget(str(home.path), "test", node)
+    assert not run.exists() and not local.exists()
+    record = RunRecord(node_id=node, run_id=node, status="running", pipe_cls="m.P", params={}, bundle_name="out",
                        backend="Local", image="sha256:x", started="2026-01-01T00:00:00.000000Z")
+    ctx = home.context()
     with _remote(bound) as remote:
         runs = RunStore(remote)
         runs.write(record.finished("failed", "boom"))
         assert not run.exists() and run.record().error == "boom"
         runs.write(record.finished("succeeded", output_uuid=uuid))
+        assert not run.exists()   # succeeded, but its output is a bundle this node did not make
+        made = ctx.commit(ctx.add_value("out", 1, lineage={"processing_id": node}))
+        assert local.exists() and local.bundle().name == "out"
+        runs.write(record.finished("succeeded", output_uuid=made.uuid))
+        assert not run.exists()   # its output is not on the remote
+        push(ctx, remote, made, quiet=True)
         assert run.exists()
-
-    local = LocalBundleTarget(str(home.path), "test", node)
-    assert not local.exists()
-    ctx = home.context()
-    ctx.add_value("out", 1, lineage={"processing_id": node})
-    assert local.exists() and local.bundle().name == "out"
 
 
 def test_s3_settings_from_luigi_cfg(home, cli, s3_env, monkeypatch, tmp_path):
