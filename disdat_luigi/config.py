@@ -174,7 +174,7 @@ SCHEMA: Dict[Tuple[str, str], Setting] = {
     ("disdat", "pipe_root"): Setting(_text, ".", "where pipe classes are imported from"),
     ("disdat", "pack_threshold"): Setting(_int(0), 1024 * 1024, "files below this many bytes travel packed"),
     ("disdat", "transfer_workers"): Setting(_int(1, 256), 10, "parallel requests per transfer"),
-    ("disdat", "s3_max_attempts"): Setting(_int(1, 20), 5, "botocore retries"),
+    ("disdat", "s3_max_attempts"): Setting(_int(1, 20), 5, "attempts of each S3 request"),
     ("run", "backend"): Setting(_choice("Local", "AWSBatch"), "Local", "where containers run"),
     ("run", "network_mode"): Setting(_network_mode, "default", "the container's Docker network mode"),
     ("run", "timeout"): Setting(_int(1), None, "seconds before a container is stopped"),

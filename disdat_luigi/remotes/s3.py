@@ -66,7 +66,7 @@ def make_client(workers: int, max_attempts: Optional[int] = None, session=None):
     # botocore's own CRC32 on every body is skipped: every byte is already checked end to end against the
     # sha256 in the manifest (pulls verify, keys are content hashes), and the CRC costs ~10% of a push's CPU.
     cfg = Config(max_pool_connections=workers + 4, connect_timeout=10, read_timeout=120,
-                 retries={"mode": "standard", "max_attempts": attempts},
+                 retries={"mode": "standard", "total_max_attempts": attempts},
                  request_checksum_calculation="when_required", response_checksum_validation="when_required")
     return (session or make_session()).create_client("s3", config=cfg, **client_kwargs())
 

@@ -263,9 +263,12 @@ class Context:
         for e in entries:
             kind = next((k for p, k in (("stage-", "staging"), ("pull-", "pull"), ("trash-", "trash"))
                          if e.name.startswith(p)), None)
-            if kind is None or not e.is_dir(follow_symlinks=False):
-                continue
-            age = now - e.stat(follow_symlinks=False).st_mtime
+            try:
+                if kind is None or not e.is_dir(follow_symlinks=False):
+                    continue
+                age = now - e.stat(follow_symlinks=False).st_mtime
+            except FileNotFoundError:
+                continue  # another command just finished with it
             if age < _GRACE_SECONDS or (kind != "trash" and not lock_is_free(self.tmp / f"{e.name}.lock")):
                 continue
             out.append(Leftover(Path(e.path), kind, age, _tree_size(Path(e.path))))

@@ -124,7 +124,8 @@ def test_a_failing_job_fails_with_its_reason_and_log_and_pulls_nothing(aws, home
     deadline = time.monotonic() + 60
     while "is not ready yet" in (pulled := run_dsdt("pull", "bad2")).err and time.monotonic() < deadline:
         time.sleep(2)
-    assert_user_error(pulled, "the latest run of bad2", "failed: a bundle cannot hold a socket", "dsdt logs ")
+    assert_user_error(pulled, "the latest run of bad2 failed (", ", failed): a bundle cannot hold a socket",
+                      "(`dsdt logs ")
     assert home.context().find(["bad2"]) == []
 
 
@@ -245,7 +246,7 @@ def test_interrupting_a_waiting_run_terminates_its_job(aws, home):
     while (job := batch.describe_jobs(jobs=[job["jobId"]])["jobs"][0])["status"] != "FAILED":
         assert time.monotonic() < deadline, job["status"]
         time.sleep(0.5)
-    assert job["statusReason"] == "disdat-luigi: interrupted"
+    assert job["statusReason"] == "disdat-luigi: interrupted by its client (Ctrl-C or SIGTERM)"
     assert _records(url)["long"].status == "interrupted"
 
 

@@ -239,7 +239,8 @@ def test_logs_by_unique_and_ambiguous_prefixes(remote):
     assert_user_error(run_dsdt("logs", "0123"), f"no run 0123 on the remote {remote.rstrip('/')}", "(see `dsdt runs`)")
     assert_user_error(run_dsdt("logs", "xyz"), "'xyz' is not a run id: use the hex id `dsdt runs` shows")
     assert_user_error(run_dsdt("logs", "ABC1"), "'ABC1' is not a run id")
-    assert_user_error(run_dsdt("logs", "dead"), f"run {_node(4, 'dead')} (running) has no stored log yet")
+    assert_user_error(run_dsdt("logs", "dead"), f"run {_node(4, 'dead')} (running) has no log yet: a log is stored "
+                                                f"when its job ends")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -277,8 +278,11 @@ def test_crafted_records_are_refused_and_counted(history):
             r.store.put_bytes(f"context/shared/runs/{_node(100 + n)}.json", make(100 + n))
         r.store.put_bytes("context/shared/runs/not-a-node\x1b[2J.json", b"{}")       # not a run id: ignored
     lines = _runs()
-    assert lines[-1] == f"({len(CRAFTED)} record(s) on the remote were refused as malformed)"
-    assert _ids(lines[:-1]) == [_node(i)[:12] for i, _, _ in reversed(HISTORY)]
+    count = lines.index(f"({len(CRAFTED)} record(s) on the remote were refused as malformed)")
+    refused = lines[count + 1:]
+    assert sorted(line[1:13] for line in refused) == sorted(_node(100 + n)[:12] for n in range(len(CRAFTED)))
+    assert all(re.fullmatch(r"\([0-9a-f]{12}: refused, .+\)", line) and "\x1b" not in line for line in refused)
+    assert _ids(lines[:count]) == [_node(i)[:12] for i, _, _ in reversed(HISTORY)]
     r = run_dsdt("runs", "--clean")
     assert (r.code, r.out, r.err) == (0, "nothing to clean: no run whose client died\n", "")
 

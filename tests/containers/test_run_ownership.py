@@ -187,7 +187,7 @@ def test_kill_9_while_the_container_runs_then_rerun(home, file_remote):
     _one_output(home, file_remote, "nap")
     record = _record(file_remote, node)
     assert (record.status, record.attempt) == ("succeeded", 2)
-    assert f"context/shared/leases/{node}.json" not in _keys(file_remote)
+    assert _free(file_remote, node)  # released (or gone): nobody holds the node
 
 
 def test_kill_9_while_pulling_the_output_then_rerun(home, file_remote, tmp_path):
@@ -250,7 +250,7 @@ def test_runs_clean_removes_what_a_dead_client_left(home, file_remote):
     assert r.code == 0 and r.err == "", r
     assert r.out == f"run {node[:12]} (slow.Sleep -> nap): cleaned, removed {first.name}\n"
     assert docker_containers() == []
-    assert f"context/shared/leases/{node}.json" not in _keys(file_remote)
+    assert _free(file_remote, node)  # released (or gone): nobody holds the node
     assert _record(file_remote, node).status == "interrupted"
     assert "sleeping 30.0 s" in run_dsdt("logs", node[:12]).out      # its log was kept before it was removed
     again = run_dsdt("runs", "--clean")
@@ -264,6 +264,12 @@ def _lease(url, node):
     with open_remote(url, "shared") as remote:
         held = RunStore(remote).lease(node)
     return held[0] if held else None
+
+
+def _free(url, node) -> bool:
+    """Nobody holds the node's lease: there is none, or it was released."""
+    held = _lease(url, node)
+    return held is None or held.free
 
 
 def test_a_live_run_holds_a_renewed_lease_and_runs_clean_leaves_it_alone(home, file_remote):
@@ -287,7 +293,7 @@ def test_a_live_run_holds_a_renewed_lease_and_runs_clean_leaves_it_alone(home, f
     finally:
         proc.kill()
     assert proc.returncode == 0, err[-2000:]
-    assert _lease(file_remote, node) is None
+    assert _free(file_remote, node)
     _one_output(home, file_remote, "nap")
     assert docker_containers() == []
 
@@ -354,7 +360,7 @@ def test_a_lease_whose_heartbeat_stopped_on_another_machine_is_taken_over(home, 
     assert r.code == 0, r.err
     record = _record(file_remote, node)
     assert record.status == "succeeded"
-    assert _lease(file_remote, node) is None
+    assert _free(file_remote, node)
     _one_output(home, file_remote, "nap")
     assert docker_containers() == []
 
