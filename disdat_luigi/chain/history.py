@@ -121,6 +121,7 @@ def clean(ctx: Context) -> Iterator[str]:
             held = runs.lease(node)
             if held is not None and not held[0].stale():
                 continue  # a live client runs it
+            dead = held if held is not None and not held[0].free else None  # a released lease is nobody's
             name = record.backend if record else "Local"
             backend, why = backends.get(name)
             if backend is None:
@@ -128,7 +129,7 @@ def clean(ctx: Context) -> Iterator[str]:
                 continue
             running = record is not None and record.status == RUNNING
             try:
-                if not (running or held is not None or backend.orphans(node, runs.where)):
+                if not (running or dead is not None or backend.orphans(node, runs.where)):
                     continue
                 # own the node first (a compare-and-swap over the dead lease), so that a run taking it over at
                 # the same moment is never cleaned up by mistake
