@@ -12,6 +12,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -290,3 +291,45 @@ def _remote_keys(url: str) -> list:
 
     with open_remote(url, "shared") as remote:
         return sorted(remote.store.list(""))
+
+
+# -- shared by the container tests ------------------------------------------------------------------
+
+@pytest.fixture
+def file_remote(home, cli, tmp_path, pipe_root, test_pipes_image):
+    """Context test bound to a file:// remote, the test pipe_root and its image."""
+    pipe_root(TEST_PIPES)
+    url = (tmp_path / "remote").as_uri()
+    assert cli("remote", "shared", url).code == 0
+    return url
+
+
+def wait_until(predicate, timeout=60.0, every=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(every)
+    return False
+
+
+def running_container(proc=None, timeout=60.0):
+    """The container of this test once its pipe has started (it printed 'sleeping')."""
+    found = []
+
+    def started():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"dsdt run ended before its container started: {proc.communicate()}")
+        found[:] = [c for c in docker_containers() if c.status == "running" and b"sleeping" in c.logs()]
+        return bool(found)
+
+    assert wait_until(started, timeout), "the container never started"
+    return found[0]
+
+
+def run_record(url, node):
+    from disdat_luigi.remotes import open_remote
+    from disdat_luigi.remotes.runs import RunStore
+
+    with open_remote(url, "shared") as remote:
+        return RunStore(remote).record(node)

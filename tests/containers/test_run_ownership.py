@@ -22,19 +22,12 @@ from urllib.parse import urlparse
 
 import pytest
 
-from conftest import DSDT, REPO, TEST_PIPES, docker_containers, new_bucket, run_dsdt
+from conftest import (DSDT, REPO, TEST_PIPES, docker_containers, new_bucket,
+                      run_dsdt, run_record as _record, running_container as _running_container,
+                      wait_until as _wait_until)
 from disdat_luigi.remotes import open_remote
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-def file_remote(home, cli, tmp_path, pipe_root, test_pipes_image):
-    """Context test bound to a file:// remote, the test pipe_root and its image."""
-    pipe_root(TEST_PIPES)
-    url = (tmp_path / "remote").as_uri()
-    assert cli("remote", "shared", url).code == 0
-    return url
 
 
 @pytest.fixture
@@ -57,29 +50,6 @@ def _popen(*args, env=None):
                             text=True, env=dict(os.environ, **(env or {})))
 
 
-def _wait_until(predicate, timeout=60.0, every=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(every)
-    return False
-
-
-def _running_container(proc=None, timeout=60.0):
-    """The container of this test once its pipe has started (it printed 'sleeping')."""
-    found = []
-
-    def started():
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"dsdt run ended before its container started: {proc.communicate()}")
-        found[:] = [c for c in docker_containers() if c.status == "running" and b"sleeping" in c.logs()]
-        return bool(found)
-
-    assert _wait_until(started, timeout), "the container never started"
-    return found[0]
-
-
 def _keys(url, prefix=""):
     with open_remote(url, "shared") as remote:
         return sorted(remote.store.list(prefix))
@@ -88,13 +58,6 @@ def _keys(url, prefix=""):
 def _versions(url, name):
     """The output versions on the remote: the name markers under context/shared/names/<name>/."""
     return _keys(url, f"context/shared/names/{name}/")
-
-
-def _record(url, node):
-    from disdat_luigi.remotes.runs import RunStore
-
-    with open_remote(url, "shared") as remote:
-        return RunStore(remote).record(node)
 
 
 def _node_ids(url):
