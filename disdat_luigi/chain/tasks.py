@@ -21,6 +21,7 @@ remote share its nodes. A failure reaches the scheduler through Luigi's own path
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -160,7 +161,7 @@ class ExecuteContainer(_OnRemote):
 
     def run(self) -> None:
         from ..containers.backend import get_backend
-        from ..containers.execute import NodeExecution, die_with_parent
+        from ..containers.execute import NodeExecution, die_with_parent, in_worker_process
         from ..containers.request import credentials_for
         from ..remotes.runs import RunStore
 
@@ -176,6 +177,10 @@ class ExecuteContainer(_OnRemote):
             with open_remote(self.remote, self.remote_context) as remote:
                 record = NodeExecution(plan.job(self.node_id), backend, RunStore(remote), plan.node(self.node_id).image,
                                        secrets, reporter.line, reporter.state, reporter.job).execute()
+        except KeyboardInterrupt:
+            if in_worker_process():
+                os._exit(130)  # its container is stopped and recorded; the parent reports the interrupt, once
+            raise
         finally:
             backend.close()
         reporter.report(f"node {self.node_id[:12]} succeeded: {record.bundle_name} {record.output_uuid}", 100, True)

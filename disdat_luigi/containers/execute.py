@@ -82,10 +82,15 @@ def shielded() -> Iterator[None]:
             signal.signal(s, handler)
 
 
+def in_worker_process() -> bool:
+    """This is a child process of a Luigi worker pool (``--workers N``), not the client's own process."""
+    return multiprocessing.current_process().name != "MainProcess"
+
+
 def die_with_parent() -> None:
     """In a Luigi worker's child process: get SIGTERM when the parent dies (even by SIGKILL), so that the
     child stops its container instead of running on unowned (Linux; elsewhere nothing happens)."""
-    if multiprocessing.current_process().name == "MainProcess":
+    if not in_worker_process():
         return
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG

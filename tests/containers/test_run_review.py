@@ -84,8 +84,8 @@ def test_a_container_that_cannot_start_is_one_line_and_leaves_nothing(file_remot
     r = run_dsdt("run", "-", "nap", "slow.Sleep", "--seconds", "0", cwd=REPO)
     assert r.code == 1
     last = r.err.strip().splitlines()[-1]
-    assert last.startswith("dsdt: error: the run failed: the container could not run: the Docker engine could not "
-                           "start the container: "), last
+    assert last == ("dsdt: error: the run failed: the Docker engine could not start the container: No such "
+                    "container: no-such-container"), last
     assert docker_containers() == []
     with open_remote(file_remote, "shared") as remote:
         (node,) = RunStore(remote).node_ids()
