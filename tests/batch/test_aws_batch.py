@@ -294,3 +294,50 @@ def test_a_job_that_fails_before_it_starts_says_it_has_no_log(aws):
     assert result.status == "failed" and states[-1] == "FAILED"
     assert result.reason.endswith("the job has no log stream: it failed before it started")
     assert result.log_tail == [] and backend.logs(job_id) == []
+
+
+def test_detached_jobs_are_owned_by_their_jobs_not_a_client(aws, home):
+    """Non-blocking: `dsdt runs` says the node runs as its job, `--clean` leaves it alone, a second identical
+    submission chains to the same job, and a waiting run adopts it instead of running the node again."""
+    batch, url = aws
+    first = _run(*TOKEN, "-", "nb", "slow.Sleep", "--seconds", "6")
+    assert first.code == 0, first.err
+    job = re.search(r"job ([0-9a-f-]{36}) \(running\)", first.out).group(1)
+    again = _run(*TOKEN, "-", "nb", "slow.Sleep", "--seconds", "6")
+    assert again.code == 0 and re.search(rf"job {job} \(running\)", again.out), again.out  # no second job
+    listed = run_dsdt("runs").out
+    assert re.search(rf"slow\.Sleep\s+running \(job {job}\)", listed), listed
+    clean = run_dsdt("runs", "--clean")
+    assert (clean.code, clean.out) == (0, "nothing to clean: no run whose client died\n")
+    waited = _run("--wait", *TOKEN, "-", "nb", "slow.Sleep", "--seconds", "6")
+    assert waited.code == 0, waited.err
+    record = _records(url)["nb"]
+    assert record.job_id == job and record.status == "succeeded" and record.attempt == 1
+    jobs = batch.list_jobs(jobQueue="disdat-queue", filters=[{"name": "JOB_NAME",
+                                                              "values": [f"disdat-slow-{record.node_id[:12]}"]}])
+    assert [j["jobId"] for j in jobs["jobSummaryList"]] == [job]  # the node ran once
+
+
+def test_job_definitions_alternate_between_two_settings_without_piling_up(aws, monkeypatch):
+    batch, _ = aws
+    for seconds in ("0", "0.1", "0.2", "0.3"):
+        monkeypatch.setenv("DISDAT_RUN_MEMORY", "1024" if seconds in ("0", "0.2") else "1536")
+        assert _run("--wait", *TOKEN, "-", f"m{seconds.replace('.', '')}", "slow.Sleep", "--seconds", seconds).code == 0
+    memories = {d["containerProperties"]["memory"] for d in batch.describe_job_definitions(
+        jobDefinitionName="disdat-slow-job-definition", status="ACTIVE")["jobDefinitions"]}
+    assert {1024, 1536} <= memories
+    revisions = _definitions(batch, "slow")
+    assert len([d for d in batch.describe_job_definitions(jobDefinitionName="disdat-slow-job-definition",
+                                                          status="ACTIVE")["jobDefinitions"]
+                if d["containerProperties"]["memory"] in (1024, 1536)]) == 2, revisions
+
+
+def test_a_failed_upstream_of_a_non_blocking_graph_is_named_by_pull(aws, home):
+    r = _run(*TOKEN, "-", "broken", "unstorable.AfterASocket")
+    assert r.code == 0, r.err
+    deadline = time.monotonic() + 90
+    while "is not ready yet" in (pulled := run_dsdt("pull", "broken")).err and time.monotonic() < deadline:
+        time.sleep(2)
+    assert_user_error(pulled, "the latest run of broken failed at its upstream unstorable.ReturnsASocket (",
+                      "failed): a bundle cannot hold a socket")
+    assert home.context().find(["broken"]) == []

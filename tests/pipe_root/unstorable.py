@@ -7,3 +7,13 @@ class ReturnsASocket(PipeTask):
         import socket
 
         return {"conn": socket.socket()}
+
+
+class AfterASocket(PipeTask):
+    """Downstream of a pipe that fails: in a graph handed over whole, it never runs."""
+
+    def pipe_requires(self):
+        self.add_dependency("socket", ReturnsASocket)
+
+    def pipe_run(self, socket):
+        return "never"
