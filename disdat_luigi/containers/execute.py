@@ -112,6 +112,8 @@ def clean_up_node(backend: Backend, runs: RunStore, node_id: str, why: str) -> L
     are the ones the backend finds labelled with this node and this remote (a record's job id is only a
     hint, checked the same way: a crafted record cannot point at anybody else's container or job)."""
     record = runs.current(node_id)
+    if record is not None and record.status == RUNNING and record.detached:
+        return []  # its job owns it, not the client that died: it is adopted or awaited, never stopped
     hint = record.job_id if record is not None and record.backend == backend.name else None
     jobs = backend.orphans(node_id, runs.where, hint)
     with shielded():
@@ -189,7 +191,7 @@ class NodeExecution:
         held, held_version = current
         if held.stale():
             version = self.runs.take(self.node_id, lease, over=held_version)
-            if version is not None:
+            if version is not None and not held.free:  # a released lease left nothing behind
                 clean_up_node(self.backend, self.runs, self.node_id,
                               f"its client ({held.describe()}) died before it finished")
             return version
