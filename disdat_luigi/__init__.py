@@ -25,20 +25,27 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'disdat_luigi' has no attribute {name!r}")
 
 
-def _luigi_defaults() -> None:
-    """``luigi --module disdat_luigi RunPipe ...`` exits non-zero when a task fails, even where the user's
-    luigi.cfg has no [retcode] section (luigi's own defaults exit 0). Luigi imports the module before it
-    reads [retcode], so defaults set here count; a [retcode] the user wrote wins."""
+def luigi_defaults() -> None:
+    """Luigi's defaults where disdat-luigi needs others, unless the user's luigi.cfg sets them:
+
+    * ``luigi --module disdat_luigi RunPipe ...`` exits non-zero when a task fails (luigi's own [retcode]
+      defaults exit 0). Luigi imports the module before it reads [retcode], so defaults set here count.
+    * A worker with nothing to run looks for work again within a fifth of a second, not after
+      ``wait_interval`` 1 s plus up to ``wait_jitter`` 5 s: a node of a graph starts when its upstream ends.
+    """
     import luigi.configuration
 
     cfg = luigi.configuration.get_config()
-    for key, code in (("already_running", 10), ("missing_data", 20), ("not_run", 25), ("task_failed", 30),
-                      ("scheduling_error", 35), ("unhandled_exception", 40)):
-        if not cfg.has_option("retcode", key):
-            cfg.set("retcode", key, str(code))
+    defaults = {"retcode": {"already_running": 10, "missing_data": 20, "not_run": 25, "task_failed": 30,
+                            "scheduling_error": 35, "unhandled_exception": 40},
+                "worker": {"wait_interval": 0.2, "wait_jitter": 0.1}}
+    for section, values in defaults.items():
+        for key, value in values.items():
+            if not cfg.has_option(section, key):
+                cfg.set(section, key, str(value))
 
 
 if "luigi" in sys.modules:
     from .chain import tasks as _tasks  # noqa: F401  (registers RunPipe, PushInput, ExecuteContainer, PullOutput)
 
-    _luigi_defaults()
+    luigi_defaults()

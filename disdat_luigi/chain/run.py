@@ -132,6 +132,9 @@ def failure_reasons(result, root: luigi.Task) -> List[str]:
 
 def build(task, workers: int, url: Optional[str]):
     """One luigi.build of the run's graph, on the local scheduler or on luigid at ``url``."""
+    from .. import luigi_defaults
+
+    luigi_defaults()
     kwargs = dict(local_scheduler=True) if url is None else dict(scheduler_url=url)
     return luigi.build([task], workers=workers, detailed_summary=True,
                        log_level=config.get_config().get("core", "log_level", fallback="INFO"), **kwargs)
