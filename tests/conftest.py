@@ -304,7 +304,8 @@ def file_remote(home, cli, tmp_path, pipe_root, test_pipes_image):
     return url
 
 
-def wait_until(predicate, timeout=60.0, every=0.05):
+def wait_until(predicate, timeout=60.0, every=0.02):
+    """True once ``predicate()`` is, False after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -333,3 +334,32 @@ def run_record(url, node):
 
     with open_remote(url, "shared") as remote:
         return RunStore(remote).record(node)
+
+
+def write_files(root: Path, spec: dict) -> Path:
+    """Files under ``root`` from {relative path: bytes}."""
+    for rel, data in spec.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    return root
+
+
+def added(cli, name, path, tags=()) -> str:
+    """`dsdt add` then `dsdt commit -u`: the new bundle's uuid."""
+    r = cli("add", *sum((["-t", t] for t in tags), []), name, path)
+    assert r.code == 0, r.err
+    uuid = r.out.split()[2]
+    assert cli("commit", "-u", uuid).code == 0
+    return uuid
+
+
+def store_keys(url, prefix=""):
+    """Every key on the remote's store under ``prefix`` (all of them by default)."""
+    from disdat_luigi.remotes import open_store
+
+    store = open_store(url)
+    try:
+        return sorted(store.list(prefix))
+    finally:
+        store.close()

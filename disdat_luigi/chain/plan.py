@@ -3,7 +3,8 @@
 :func:`plan_run` turns what the user typed (names, tags, a pipe class, parameters) into one
 :class:`RunPlan`: the input's uuid, the remote, the backend, and every node of the pipe's graph with its
 id, image, output name and upstream nodes. Everything that can be checked is checked here, each failure one
-line: context, remote, backend (engine reachable, queue present), pipe classes, parameters, a dependency
+line: context, remote (and its conditional writes, which leases need), backend (engine reachable, queue present),
+pipe classes, parameters, a dependency
 cycle, the images of every module in the graph (present and built from the code on disk), and the input
 (present, committed; on the remote with ``--no-push-input``).
 
@@ -146,6 +147,11 @@ def plan_run(*, context: Optional[str], input_bundle: Optional[str], output_bund
             images[module] = resolve_image(module, root_dir)
     out_tags = dict(output_tags or {})
     input_uuid = resolve_input(ctx, input_bundle, dict(input_tags or {}), push_input)
+    from ..remotes import remote_of
+    from ..remotes.runs import RunStore
+
+    with remote_of(ctx) as remote:  # once, here: Luigi's worker processes inherit the answer
+        RunStore(remote).check_conditional_writes()
     nonce = uuidlib.uuid4().hex if force else ""
     image_of = {key: images[node.pipe_cls.rpartition(".")[0]] for key, node in graph.nodes.items()}
     ids = graph.node_ids(lambda node: image_of[node.key].id, input_uuid, nonce, out_tags)

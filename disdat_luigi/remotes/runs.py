@@ -325,7 +325,7 @@ class RunStore:
 
     def take(self, node_id: str, lease: "Lease", over: Optional[str] = None) -> Optional[str]:
         """Take the lease (``over``: replacing that stale version); its new version, or None if beaten."""
-        self._check_conditional_writes()
+        self.check_conditional_writes()
         key = self.lease_key(node_id)
         if not self.store.put_if(key, lease.to_json(), over):
             return None
@@ -340,7 +340,7 @@ class RunStore:
 
     _probed: set = set()
 
-    def _check_conditional_writes(self) -> None:
+    def check_conditional_writes(self) -> None:
         """Leases need a store that honours conditional writes: a second create-only write must fail."""
         if self.remote.url in RunStore._probed:
             return

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import assert_user_error, run_dsdt, snapshot
+from conftest import write_files as _files  # noqa: E402
 from disdat_luigi.remotes import open_store
 
 REPAIR = "run `dsdt check --repair`"
@@ -40,12 +41,6 @@ def _rows(home_path: Path) -> list:
     return snapshot(home_path)["contexts/test/index.sqlite"]
 
 
-def _files(root: Path, spec: dict) -> Path:
-    for rel, data in spec.items():
-        p = root / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(data)
-    return root
 
 
 class Store:

@@ -23,49 +23,24 @@ import struct
 import subprocess
 import termios
 import threading
-import time
 
 import pytest
 
 from conftest import DSDT, PIPES, REPO, assert_user_error, new_bucket, run_dsdt, second_context
-from disdat_luigi.remotes import open_remote, open_store
+from conftest import wait_until as _wait_until, write_files as _files, added as _added, store_keys as _keys  # noqa: E402
+from disdat_luigi.remotes import open_remote
 from disdat_luigi.remotes.file import FileStore
 from disdat_luigi.remotes.remote import blob_key
 
 MiB = 1024 * 1024
 
 
-def _files(root, spec):
-    for rel, data in spec.items():
-        p = root / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(data)
-    return root
 
 
-def _added(cli, name, path):
-    r = cli("add", name, path)
-    assert r.code == 0, r.err
-    uuid = r.out.split()[2]
-    assert cli("commit", "-u", uuid).code == 0
-    return uuid
 
 
-def _keys(url, prefix=""):
-    store = open_store(url)
-    try:
-        return sorted(store.list(prefix))
-    finally:
-        store.close()
 
 
-def _wait_until(predicate, timeout=60.0, every=0.01):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(every)
-    return False
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -17,17 +17,12 @@ from urllib.parse import urlparse
 import pytest
 
 from conftest import REPO, TEST_PIPES, assert_user_error, docker_containers, new_bucket, run_dsdt, snapshot
+from conftest import write_files as _files  # noqa: E402
 from disdat_luigi.remotes import open_remote, open_store
 
 CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")   # anything but newline that a terminal would act on
 
 
-def _files(root: Path, spec: dict) -> Path:
-    for rel, data in spec.items():
-        p = root / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(data)
-    return root
 
 
 def _tree(root: Path):

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from conftest import DSDT, assert_user_error, new_bucket, run_dsdt, snapshot
+from conftest import wait_until as _wait_until, write_files as _files  # noqa: E402
 from disdat_luigi.remotes import open_remote
 from disdat_luigi.remotes.remote import blob_key
 from disdat_luigi.store.context import lock_is_free
@@ -32,21 +33,8 @@ MB = 1000 * 1000
 HOUR = 3600
 
 
-def _wait_until(predicate, timeout=30.0, every=0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(every)
-    return False
 
 
-def _files(root: Path, spec: dict) -> Path:
-    for rel, data in spec.items():
-        p = root / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(data)
-    return root
 
 
 def _age(path: Path, seconds: float) -> None:

@@ -7,44 +7,23 @@ import os
 import signal
 import subprocess
 import threading
-import time
 import uuid as uuidlib
 from pathlib import Path
 
 import pytest
 
 from conftest import DSDT, assert_user_error, new_bucket, run_dsdt, second_context, snapshot
+from conftest import wait_until as _wait_until, write_files as _files, added as _added, store_keys as _keys  # noqa: E402
 from disdat_luigi.errors import IntegrityError, NotFound
 from disdat_luigi.remotes import open_remote, open_store
 from disdat_luigi.remotes.remote import blob_key
 from disdat_luigi.remotes.transfer import pull, push
 
 
-def _files(root, spec):
-    """Write {relpath: bytes} under root; return root."""
-    for rel, data in spec.items():
-        p = root / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(data)
-    return root
 
 
-def _added(cli, name, path, *tags):
-    args = ["add", *sum((["-t", t] for t in tags), []), name, path]
-    r = cli(*args)
-    assert r.code == 0, r.err
-    uuid = r.out.split()[2]
-    assert cli("commit", "-u", uuid).code == 0
-    return uuid
 
 
-def _keys(url, prefix=""):
-    """Every key on the remote under prefix (all of them by default)."""
-    store = open_store(url)
-    try:
-        return sorted(store.list(prefix))
-    finally:
-        store.close()
 
 
 def _remote(url):
@@ -268,13 +247,6 @@ def test_path_traversal_in_a_remote_manifest_is_rejected(home, bound, cli, tmp_p
     assert list(Path("/tmp").glob(name)) == []
 
 
-def _wait_until(predicate, timeout=60.0, every=0.01):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(every)
-    return False
 
 
 MiB = 1024 * 1024
