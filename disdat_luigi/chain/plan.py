@@ -3,10 +3,9 @@
 :func:`plan_run` turns what the user typed (names, tags, a pipe class, parameters) into one
 :class:`RunPlan`: the input's uuid, the remote, the backend, and every node of the pipe's graph with its
 id, image, output name and upstream nodes. Everything that can be checked is checked here, each failure one
-line: context, remote (and its conditional writes, which leases need), backend (engine reachable, queue present),
-pipe classes, parameters, a dependency
-cycle, the images of every module in the graph (present and built from the code on disk), and the input
-(present, committed; on the remote with ``--no-push-input``).
+line: context, remote (and its conditional writes, which leases need), backend (engine reachable, queue
+present), pipe classes, parameters, a dependency cycle, the images of every module in the graph (present and
+built from the code on disk), and the input (present, committed; on the remote with ``--no-push-input``).
 
 The plan is the one value handed to the Luigi tasks (a private parameter, never shown by the scheduler) and,
 one node at a time as a :class:`~disdat_luigi.containers.job.NodeJob`, to the containers.
