@@ -345,8 +345,8 @@ def write_files(root: Path, spec: dict) -> Path:
     return root
 
 
-def added(cli, name, path, tags=()) -> str:
-    """`dsdt add` then `dsdt commit -u`: the new bundle's uuid."""
+def added(cli, name, path, *tags) -> str:
+    """`dsdt add [-t TAG]...` then `dsdt commit -u`: the new bundle's uuid."""
     r = cli("add", *sum((["-t", t] for t in tags), []), name, path)
     assert r.code == 0, r.err
     uuid = r.out.split()[2]
