@@ -33,7 +33,32 @@ def batch_queue(moto_url):
                                            serviceRole=role["Arn"])["computeEnvironmentArn"]
     batch.create_job_queue(jobQueueName="disdat-queue", state="ENABLED", priority=1,
                            computeEnvironmentOrder=[{"order": 1, "computeEnvironment": env}])
-    return "disdat-queue"
+    yield "disdat-queue"
+    _remove_job_containers(batch)
+
+
+def _remove_job_containers(batch) -> None:
+    """moto runs each job in a container named after the job's id; a job still running when the session ends
+    (or moto itself stopping) can leave its container behind: remove exactly those of this session's jobs."""
+    import docker
+
+    ids = [j["jobId"] for status in ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING", "SUCCEEDED",
+                                     "FAILED")
+           for j in batch.list_jobs(jobQueue="disdat-queue", jobStatus=status)["jobSummaryList"]]
+    for job_id in ids:
+        batch.terminate_job(jobId=job_id, reason="the test session ends")
+    client = docker.from_env()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        left = [c for c in client.containers.list(all=True, ignore_removed=True) if any(i in c.name for i in ids)]
+        if not any(c.status == "running" for c in left):
+            break
+        time.sleep(1)
+    for container in left:
+        try:
+            container.remove(force=True)
+        except docker.errors.APIError:
+            pass
 
 
 @pytest.fixture
