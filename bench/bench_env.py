@@ -20,6 +20,18 @@ def bench_env(work: Path, s3, pipe_root: Path) -> dict:
                 AWS_SHARED_CREDENTIALS_FILE=str(work / "none"))
 
 
+def untag_images(env: dict) -> None:
+    """Remove the tags this bench gave its images (the images stay, for the next bench to re-tag)."""
+    import docker
+
+    prefix = env["DISDAT_DOCKERIZE_REPOSITORY_PREFIX"] + "/"
+    client = docker.from_env()
+    for image in client.images.list():
+        for tag in image.tags:
+            if tag.startswith(prefix):
+                client.images.remove(tag)
+
+
 def make_bucket(s3, name: str) -> str:
     import boto3
 

@@ -23,10 +23,29 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO / "scripts"))
 import services  # noqa: E402
 
-from bench_env import DSDT, bench_env, make_bucket, timed  # noqa: E402
+from bench_env import DSDT, bench_env, make_bucket, timed, untag_images  # noqa: E402
 
 NODES = 16
 BARE = "print(sum(x * 3 for x in range(1000)))"
+
+
+def _measure(env: dict, work: Path, s3, base: str, args) -> tuple:
+    url = make_bucket(s3, "bench") if args.remote == "s3" else (work / "remote").as_uri()
+    for cmd in (["init"], ["context", "bench"], ["remote", "shared", url],
+                ["dockerize", "--base-image", base, str(HERE / "pipe_root")]):
+        timed([DSDT, *cmd], env)
+    one = [DSDT, "run", "--force", "--workers", "1", "-", "fan", "fan.Sink"]
+    two = [DSDT, "run", "--force", "--workers", "2", "-", "fan", "fan.Sink"]
+    image = f"{env['DISDAT_DOCKERIZE_REPOSITORY_PREFIX']}/disdat-fan:latest"
+    bare = ["docker", "run", "--rm", "--network", "host", "--entrypoint", "python3", image, "-c", BARE]
+    timed(two, env)  # warm-up, untimed
+    timed(bare, env)
+    t1, t2, peer = [], [], []
+    for _ in range(args.reps):
+        t1.append(timed(one, env))
+        t2.append(timed(two, env))
+        peer.append(timed(bare, env))
+    return t1, t2, peer
 
 
 def main() -> int:
@@ -39,21 +58,10 @@ def main() -> int:
         with services.docker_engine(), services.seaweedfs(work / "seaweedfs") as s3:
             base = services.ensure_base_image()
             env = bench_env(work, s3, HERE / "pipe_root")
-            url = make_bucket(s3, "bench") if args.remote == "s3" else (work / "remote").as_uri()
-            for cmd in (["init"], ["context", "bench"], ["remote", "shared", url],
-                        ["dockerize", "--base-image", base, str(HERE / "pipe_root")]):
-                timed([DSDT, *cmd], env)
-            one = [DSDT, "run", "--force", "--workers", "1", "-", "fan", "fan.Sink"]
-            two = [DSDT, "run", "--force", "--workers", "2", "-", "fan", "fan.Sink"]
-            image = f"{env['DISDAT_DOCKERIZE_REPOSITORY_PREFIX']}/disdat-fan:latest"
-            bare = ["docker", "run", "--rm", "--network", "host", "--entrypoint", "python3", image, "-c", BARE]
-            timed(two, env)  # warm-up, untimed
-            timed(bare, env)
-            t1, t2, peer = [], [], []
-            for _ in range(args.reps):
-                t1.append(timed(one, env))
-                t2.append(timed(two, env))
-                peer.append(timed(bare, env))
+            try:
+                t1, t2, peer = _measure(env, work, s3, base, args)
+            finally:
+                untag_images(env)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     a, b, p = (statistics.median(x) for x in (t1, t2, peer))

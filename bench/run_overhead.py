@@ -23,10 +23,33 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO / "scripts"))
 import services  # noqa: E402
 
-from bench_env import DSDT, bench_env, make_bucket, timed  # noqa: E402
+from bench_env import DSDT, bench_env, make_bucket, timed, untag_images  # noqa: E402
 
 BARE = ("import collections, glob, re; c = collections.Counter(w for p in sorted(glob.glob('/data/*.txt')) "
         "for w in re.findall(r\"[a-z']+\", open(p).read().lower())); print(sum(c.values()), c.most_common(10))")
+
+
+def _measure(env: dict, work: Path, s3, base: str, args) -> tuple:
+    data = work / "texts"
+    data.mkdir()
+    for i in range(5):
+        (data / f"t{i}.txt").write_text("the quick brown fox jumps over the lazy dog\n" * 200)
+    url = make_bucket(s3, "bench") if args.remote == "s3" else (work / "remote").as_uri()
+    for cmd in (["init"], ["context", "bench"], ["remote", "shared", url], ["add", "texts", str(data)],
+                ["commit", "texts"], ["dockerize", "--base-image", base, str(REPO / "pipes"), "wordcount"]):
+        timed([DSDT, *cmd], env)
+    run = [DSDT, "run", "texts", "counts", "wordcount.WordCount"]
+    image = f"{env['DISDAT_DOCKERIZE_REPOSITORY_PREFIX']}/disdat-wordcount:latest"
+    bare = ["docker", "run", "--rm", "--network", "host", "-v", f"{data}:/data:ro", "--entrypoint", "python3",
+            image, "-c", BARE]
+    timed(run, env)  # warm-up, untimed: the first run also pushes the input
+    timed(bare, env)
+    ours, peer, noop = [], [], []
+    for _ in range(args.reps):
+        ours.append(timed([*run[:2], "--force", *run[2:]], env))
+        peer.append(timed(bare, env))
+        noop.append(timed(run, env))
+    return ours, peer, noop
 
 
 def main() -> int:
@@ -39,25 +62,10 @@ def main() -> int:
         with services.docker_engine(), services.seaweedfs(work / "seaweedfs") as s3:
             base = services.ensure_base_image()
             env = bench_env(work, s3, REPO / "pipes")
-            data = work / "texts"
-            data.mkdir()
-            for i in range(5):
-                (data / f"t{i}.txt").write_text("the quick brown fox jumps over the lazy dog\n" * 200)
-            url = make_bucket(s3, "bench") if args.remote == "s3" else (work / "remote").as_uri()
-            for cmd in (["init"], ["context", "bench"], ["remote", "shared", url], ["add", "texts", str(data)],
-                        ["commit", "texts"], ["dockerize", "--base-image", base, str(REPO / "pipes"), "wordcount"]):
-                timed([DSDT, *cmd], env)
-            run = [DSDT, "run", "texts", "counts", "wordcount.WordCount"]
-            image = f"{env['DISDAT_DOCKERIZE_REPOSITORY_PREFIX']}/disdat-wordcount:latest"
-            bare = ["docker", "run", "--rm", "--network", "host", "-v", f"{data}:/data:ro", "--entrypoint", "python3",
-                    image, "-c", BARE]
-            timed(run, env)  # warm-up, untimed: the first run also pushes the input
-            timed(bare, env)
-            ours, peer, noop = [], [], []
-            for _ in range(args.reps):
-                ours.append(timed([*run[:2], "--force", *run[2:]], env))
-                peer.append(timed(bare, env))
-                noop.append(timed(run, env))
+            try:
+                ours, peer, noop = _measure(env, work, s3, base, args)
+            finally:
+                untag_images(env)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     o, p, n = (statistics.median(x) for x in (ours, peer, noop))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -209,17 +210,34 @@ def docker_ready():
     session's image tags are removed at the end (the images stay, for the next session to re-tag)."""
     with services.docker_engine():
         services.ensure_base_image()
+        _untag_images(lambda prefix: not _pid_alive(int(prefix.rpartition("-")[2])))  # of killed sessions
         yield services.BASE_IMAGE
-        import docker
+        _untag_images(lambda prefix: prefix == IMAGE_PREFIX)
 
-        client = docker.from_env()
-        for image in client.images.list():
-            for tag in image.tags:
-                if tag.startswith(IMAGE_PREFIX + "/"):
-                    try:
-                        client.images.remove(tag)
-                    except docker.errors.APIError:  # a container of a job still running uses it: leave the tag
-                        pass
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def _untag_images(whose) -> None:
+    """Remove the ``disdat-test-<pid>/...`` tags of the sessions ``whose(prefix)`` selects."""
+    import docker
+
+    client = docker.from_env()
+    for image in client.images.list():
+        for tag in image.tags:
+            prefix = tag.partition("/")[0]
+            if re.fullmatch(r"disdat-test-\d+", prefix) and "/" in tag and whose(prefix):
+                try:
+                    client.images.remove(tag)
+                except docker.errors.APIError:  # a container of a job still running uses it: leave the tag
+                    pass
 
 
 def _dockerize(pipe_root: Path, base: str) -> None:

@@ -185,6 +185,21 @@ def _ensure_base(client, base: str) -> str:
                        f"[dockerize] base_image)") from None
 
 
+def _is_this_build(image, labels: dict) -> bool:
+    """Whether ``image`` is exactly what this build makes, not merely an image carrying its hash label.
+
+    LABEL is the Dockerfile's last step, so only a finished build carries the hash: a build-cache image of an
+    earlier step (left dangling when its image is removed) does not. But an image built FROM ours inherits every
+    label, so one that changed a label (another disdat.package_version) or added a layer carries it too: ours
+    is the one whose newest layer is our LABEL step itself, with every label as this build sets it."""
+    if (image.attrs.get("Config") or {}).get("Entrypoint") != ["dsdt-entrypoint"]:
+        return False
+    if any((image.labels or {}).get(k) != v for k, v in labels.items()):
+        return False
+    newest = image.history()[0].get("CreatedBy") or ""
+    return f"{LABEL_IMAGE}={labels[LABEL_IMAGE]}" in newest
+
+
 def dockerize(pipe_root: Path, module: Optional[str] = None, base: Optional[str] = None,
               push: bool = False) -> Iterator[str]:
     """Build (or re-tag) the pipe_root's image; yields progress lines."""
@@ -208,10 +223,8 @@ def dockerize(pipe_root: Path, module: Optional[str] = None, base: Optional[str]
     content = repr(sorted(labels.items())) + base_id + DOCKERFILE  # a rebuilt base image means a rebuild
     labels[LABEL_IMAGE] = hashlib.sha256(content.encode()).hexdigest()
 
-    # LABEL is the Dockerfile's last step, so only a finished image carries the hash (a build-cache image of an
-    # earlier step, left dangling when its image is removed, must not be mistaken for one).
     built = [i for i in client.images.list(filters={"label": f"{LABEL_IMAGE}={labels[LABEL_IMAGE]}"})
-             if (i.attrs.get("Config") or {}).get("Entrypoint") == ["dsdt-entrypoint"]]
+             if _is_this_build(i, labels)]
     if built:
         image = built[0]
         yield f"up to date: {image.short_id} (nothing changed since the last build)"

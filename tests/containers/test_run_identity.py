@@ -229,11 +229,28 @@ def test_pull_intermediates_force_and_workers_on_a_graph(home, cli, remote, monk
 # images
 # ---------------------------------------------------------------------------------------------------
 
-def _derived_image(source: str, tag: str, **labels) -> str:
-    """An image that is ``source`` with these labels (nothing else changed), tagged ``tag``; returns its id."""
+@pytest.fixture
+def scratch_images():
+    """Ids of images a test makes for itself, removed (newest first) when it ends: they must not outlive it,
+    where a later dockerize could find them."""
     import docker
 
-    lines = [f"FROM {source}"] + [f"LABEL {k}={json.dumps(v)}" for k, v in labels.items()]
+    made: list = []
+    yield made
+    client = docker.from_env()
+    for image_id in reversed(made):
+        try:
+            client.images.remove(image_id, force=True)
+        except docker.errors.APIError:   # still the parent of another image, or already gone
+            pass
+
+
+def _derived_image(source: str, tag: str, *steps: str, **labels) -> str:
+    """An image that is ``source`` with these Dockerfile steps and labels on top, tagged ``tag``; returns its
+    id."""
+    import docker
+
+    lines = [f"FROM {source}", *steps] + [f"LABEL {k}={json.dumps(v)}" for k, v in labels.items()]
     image, _ = docker.from_env().images.build(fileobj=io.BytesIO("\n".join(lines).encode()), tag=tag, rm=True,
                                               pull=False, network_mode="none")
     return image.id
@@ -249,7 +266,7 @@ def _slow_root(tmp_path) -> Path:
 
 
 def test_the_base_image_comes_from_luigi_cfg_and_a_rebuilt_base_forces_a_rebuild(docker_ready, tmp_path,
-                                                                                   monkeypatch):
+                                                                                   monkeypatch, scratch_images):
     import docker
 
     client = docker.from_env()
@@ -266,32 +283,67 @@ def test_the_base_image_comes_from_luigi_cfg_and_a_rebuilt_base_forces_a_rebuild
     first = run_dsdt("dockerize", root)
     assert first.code == 0 and first.out.startswith(f"building the image of {root} on {base}\n"), first
     image = client.images.get(name)
+    scratch_images.append(image.id)
     assert image.labels["disdat.base_image"] == base and "disdat.test.base" not in image.labels
 
     same = run_dsdt("dockerize", root)
     assert same.code == 0 and same.out.splitlines() == [f"up to date: {image.short_id} (nothing changed since the "
                                                         f"last build)", f"tagged {name} ({image.short_id})"], same
 
-    _derived_image(docker_ready, base, **{"disdat.test.base": token})  # the base name, now another image
+    scratch_images.append(_derived_image(docker_ready, base, **{"disdat.test.base": token}))  # the base name, now
+    # another image
     rebuilt = run_dsdt("dockerize", root)
     assert rebuilt.code == 0 and rebuilt.out.startswith(f"building the image of {root} on {base}\n"), rebuilt
     image2 = client.images.get(name)
+    scratch_images.append(image2.id)
     assert image2.id != image.id and image2.labels["disdat.test.base"] == token   # built on the new base
     assert image2.labels["disdat.base_image"] == base
     assert image2.labels["disdat.code_version"] == image.labels["disdat.code_version"]
 
 
+def test_an_image_derived_from_a_build_is_never_taken_for_that_build(docker_ready, tmp_path, monkeypatch,
+                                                                     scratch_images):
+    """An image built FROM a dockerized one inherits its hash label. With another disdat.package_version, or one
+    more step on top, it is not that build: `dsdt dockerize` builds again rather than re-tag it (re-tagging the
+    first one made every later run refuse the image as another disdat-luigi version)."""
+    import docker
+
+    client = docker.from_env()
+    root = _slow_root(tmp_path)
+    monkeypatch.setenv("DISDAT_DOCKERIZE_REPOSITORY_PREFIX", f"{IMAGE_PREFIX}/derived")
+    monkeypatch.setenv("DISDAT_DOCKERIZE_BASE_IMAGE", docker_ready)
+    name = f"{IMAGE_PREFIX}/derived/disdat-slow:latest"
+    first = run_dsdt("dockerize", root)
+    assert first.code == 0 and first.out.startswith(f"building the image of {root} on "), first
+    original = client.images.get(name)
+    scratch_images.append(original.id)
+    derived = [_derived_image(name, f"{IMAGE_PREFIX}/derived/other-version:latest",
+                              **{"disdat.package_version": "0" * 64}),
+               _derived_image(name, f"{IMAGE_PREFIX}/derived/one-more-step:latest", "ENV EXTRA=1")]
+    scratch_images.extend(derived)
+    client.images.remove(name)   # now only the derived images are listed with the build's hash label
+    assert {i.id for i in client.images.list(filters={"label": "disdat.image_hash=" +
+                                                      original.labels["disdat.image_hash"]})} == set(derived)
+
+    again = run_dsdt("dockerize", root)
+    assert again.code == 0 and again.out.startswith(f"building the image of {root} on "), again
+    rebuilt = client.images.get(name)
+    assert rebuilt.id not in derived and rebuilt.labels == original.labels
+    assert run_dsdt("dockerize", root).out.startswith(f"up to date: {rebuilt.short_id} ")
+
+
 def test_an_image_of_another_disdat_luigi_version_is_refused_with_the_fix(home, cli, tmp_path, test_pipes_image,
-                                                                          pipe_root, monkeypatch):
+                                                                          pipe_root, monkeypatch, scratch_images):
     """The session's slow image with only its disdat.package_version label changed is refused before anything
     is pushed or started; the same image with another, harmless label changed runs."""
     pipe_root(TEST_PIPES)
     url = (tmp_path / "remote").as_uri()
     assert cli("remote", "shared", url).code == 0
     source = f"{IMAGE_PREFIX}/disdat-slow:latest"
-    _derived_image(source, f"{IMAGE_PREFIX}/otherversion/disdat-slow:latest",
-                   **{"disdat.package_version": "0" * 64})
-    _derived_image(source, f"{IMAGE_PREFIX}/control/disdat-slow:latest", **{"disdat.test.control": "1"})
+    scratch_images.append(_derived_image(source, f"{IMAGE_PREFIX}/otherversion/disdat-slow:latest",
+                                         **{"disdat.package_version": "0" * 64}))
+    scratch_images.append(_derived_image(source, f"{IMAGE_PREFIX}/control/disdat-slow:latest",
+                                         **{"disdat.test.control": "1"}))
     before = snapshot(home.path)
 
     r = _run("-", "nap", "slow.Sleep", "--seconds", "0",
