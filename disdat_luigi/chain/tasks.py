@@ -31,7 +31,7 @@ import luigi
 from luigi.parameter import ParameterVisibility
 
 from ..display import safe
-from ..errors import DisdatError
+from ..errors import DisdatError, IntegrityError
 from ..remotes import open_remote
 from ..store.home import Home
 from .plan import RunPlan, RunPlanParameter
@@ -241,7 +241,9 @@ class PullOutput(_Reporting):
 
 class SubmitGraph(_OnRemote):
     """Non-blocking (AWS Batch without --wait): every node not yet done is a job, chained by the backend, and
-    the run's client does not wait. Complete when every node succeeded or runs in a live job."""
+    the run's client does not wait. Complete when every node succeeded, or runs in a live job of a run whose
+    pending marker is written (a client killed while submitting left none: submitting again finds the live
+    jobs, submits only the rest and writes it)."""
 
     run_id = luigi.Parameter(description="the root node's id")
     backend = luigi.Parameter(significant=False)
@@ -257,15 +259,22 @@ class SubmitGraph(_OnRemote):
 
     def complete(self) -> bool:
         from ..containers.backend import get_backend
-        from ..containers.submit import live_job
+        from ..containers.execute import live_job
         from ..remotes.runs import RunStore
 
         backend = get_backend(self.plan.backend)
         try:
             with open_remote(self.remote, self.remote_context) as remote:
                 runs = RunStore(remote)
-                return all(runs.succeeded(n.spec.node_id) or live_job(backend, runs, runs.current(n.spec.node_id))
-                           for n in self.plan.nodes)
+                nodes = [n.spec.node_id for n in self.plan.nodes]
+                if all(runs.succeeded(node) for node in nodes):
+                    return True
+                try:
+                    marked = runs.pending(self.plan.nodes[-1].spec.bundle_name) == nodes
+                except IntegrityError:
+                    marked = False   # a damaged marker: submitting again rewrites it
+                return marked and all(runs.succeeded(node) or live_job(backend, runs, runs.current(node))
+                                      for node in nodes)
         finally:
             backend.close()
 

@@ -13,6 +13,10 @@ Its choices:
   job's *last* attempt is streamed line by line. A failure carries Batch's status reason and the last log
   lines; a job that failed before it started has no log stream, and says so. ``cancel`` terminates the job.
 * **Where the data is:** jobs run elsewhere, so a ``file://`` remote is refused.
+* **Finding a node's jobs:** a job is named ``disdat-<node id, 12>-<module>`` and tagged with its node and
+  remote, so ``orphans`` finds it by name prefix (ListJobs) and keeps it only if its tags agree: even a job
+  whose client was killed between submitting it and recording its id is found, and is then adopted
+  (non-blocking runs) or terminated (a dead ``--wait`` client's) instead of run a second time.
 * **Images** are named by content, so that a job definition changes exactly when the image does: by their
   digest in ``[dockerize] registry`` (``registry/repository@sha256:...``, after ``dsdt dockerize --push``);
   without a registry, by their local id, which only a Batch emulation on this machine's engine can run.
@@ -44,8 +48,13 @@ def definition_name(family: str) -> str:
 
 
 def job_name(family: str, node_id: str) -> str:
-    """Batch job names: letters, digits, hyphens and underscores, at most 128."""
-    return re.sub(r"[^A-Za-z0-9_-]", "-", f"disdat-{family}")[:110] + f"-{node_id[:12]}"
+    """``disdat-<node id, 12>-<module>``: letters, digits, hyphens and underscores, at most 128. The node comes
+    first so that a job can be found by its node alone (ListJobs matches name prefixes)."""
+    return job_name_prefix(node_id) + re.sub(r"[^A-Za-z0-9_-]", "-", family)[:100]
+
+
+def job_name_prefix(node_id: str) -> str:
+    return f"disdat-{node_id[:12]}-"
 
 
 class AWSBatch(Backend):
@@ -132,13 +141,15 @@ class AWSBatch(Backend):
         return self.status(job_id) in LIVE
 
     def orphans(self, node_id: str, remote: str, hint: Optional[str] = None) -> List[str]:
-        """The hinted job, if its tags name this node and this remote (and it is not finished)."""
-        if not hint:
-            return []
-        job = self.client.describe([hint]).get(hint)
-        tags = (job or {}).get("tags") or {}
-        ours = tags.get("disdat.node_id") == node_id and tags.get("disdat.remote") == remote
-        return [hint] if ours and job.get("status") in LIVE else []
+        """The node's unfinished jobs on the queue, the hinted one first: found by their name, so that a job
+        whose client died between submitting it and recording its id is found too, and kept only if their
+        tags name this node and this remote."""
+        queue = config.get("run", "aws_batch_queue")
+        ids = ([hint] if hint else []) + (self.client.jobs_named(queue, job_name_prefix(node_id)) if queue else [])
+        jobs = self.client.describe(list(dict.fromkeys(ids)))
+        return [job_id for job_id in dict.fromkeys(ids) if job_id in jobs and jobs[job_id].get("status") in LIVE
+                and (jobs[job_id].get("tags") or {}).get("disdat.node_id") == node_id
+                and (jobs[job_id].get("tags") or {}).get("disdat.remote") == remote]
 
     def finished(self, job_id: str) -> Optional[JobResult]:
         job = self.client.describe([job_id]).get(job_id)

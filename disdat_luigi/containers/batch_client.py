@@ -96,6 +96,13 @@ class BatchClient:
                     out[job["jobId"]] = job
         return out
 
+    def jobs_named(self, queue: str, prefix: str) -> List[str]:
+        """Ids of the queue's jobs, in any state, whose name begins with ``prefix``."""
+        with aws_errors("AWS Batch"):
+            pages = self._client("batch").get_paginator("list_jobs").paginate(
+                jobQueue=queue, filters=[{"name": "JOB_NAME", "values": [prefix + "*"]}])
+            return [job["jobId"] for page in pages for job in page.get("jobSummaryList", ())]
+
     def job(self, job_id: str) -> dict:
         job = self.describe([job_id]).get(job_id)
         if job is None:

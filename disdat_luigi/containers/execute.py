@@ -124,6 +124,20 @@ def clean_up_node(backend: Backend, runs: RunStore, node_id: str, why: str) -> L
     return jobs
 
 
+def live_job(backend: Backend, runs: RunStore, record: Optional[RunRecord]) -> Optional[str]:
+    """A live job of a node that outlives its client by design (AWS Batch), to wait for rather than submit again:
+    the one the node's record names, or one its client submitted but died before naming (then named in the
+    record now). Either is checked by the backend's labels, never taken on the record's word."""
+    if (record is None or record.status != RUNNING or record.backend != backend.name
+            or not backend.adopts_jobs):
+        return None
+    live = [job_id for job_id in backend.orphans(record.node_id, runs.where, record.job_id)
+            if backend.is_live(job_id)]
+    if live and live[0] != record.job_id:
+        runs.update_running(record.node_id, lambda r: replace(r, job_id=live[0]), record.attempt)
+    return live[0] if live else None
+
+
 class _Heartbeat(threading.Thread):
     """Renews the lease every few seconds; if another client took it over (it judged us dead), it stops our
     job so that two containers never run the same node."""
@@ -213,16 +227,8 @@ class NodeExecution:
             if current is None or current[0].stale() or current[0].owner != held.owner:
                 return None
 
-    def _adoptable(self, record: Optional[RunRecord]) -> Optional[str]:
-        """A live job of this node that outlived its client by design (AWS Batch): wait for it, not again."""
-        if (record is None or record.status != RUNNING or not record.job_id or record.backend != self.backend.name
-                or not self.backend.adopts_jobs):
-            return None
-        found = self.backend.orphans(self.node_id, self.runs.where, record.job_id)
-        return record.job_id if record.job_id in found and self.backend.is_live(record.job_id) else None
-
     def _run(self, heartbeat: _Heartbeat, record: Optional[RunRecord]) -> RunRecord:
-        adopted = self._adoptable(record)
+        adopted = live_job(self.backend, self.runs, record)
         attempt = record.attempt if adopted else (record.attempt + 1) if record else 1
         job_id: Optional[str] = adopted
         heartbeat.on_lost = lambda: job_id is not None and self.backend.cancel(job_id, "lost its lease")

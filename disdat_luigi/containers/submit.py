@@ -17,9 +17,9 @@ from dataclasses import dataclass, replace
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import DisdatError
-from ..remotes.runs import RUNNING, Lease, RunRecord, RunStore
+from ..remotes.runs import Lease, RunStore
 from .backend import Backend
-from .execute import new_record
+from .execute import live_job, new_record
 from .job import NodeJob, NodeSpec
 from .request import run_request
 
@@ -31,14 +31,6 @@ class Submitted:
     node: NodeSpec
     job_id: Optional[str]
     state: str          # "submitted", "already running" or "done"
-
-
-def live_job(backend: Backend, runs: RunStore, record: Optional[RunRecord]) -> Optional[str]:
-    """The live job of this node that a record names (checked by its tags, not taken on the record's word)."""
-    if record is None or record.status != RUNNING or not record.job_id or record.backend != backend.name:
-        return None
-    jobs = backend.orphans(record.node_id, runs.where, record.job_id)
-    return record.job_id if jobs else None
 
 
 def _lease(runs: RunStore, node_id: str, backend: Backend) -> Tuple[Optional[Lease], Optional[str]]:

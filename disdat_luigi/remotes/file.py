@@ -103,6 +103,7 @@ class FileStore(ObjectStore):
         return data, hashlib.sha256(data).hexdigest()
 
     def put_if(self, key: str, data: bytes, version: Optional[str]) -> bool:
+        checkpoint("put", key)
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path.parent / f".{path.name}.lock", "a") as lock:  # one writer at a time, across processes

@@ -210,11 +210,13 @@ class S3Store(ObjectStore):
             self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.prefix + key, UploadId=upload_id)
 
     def get_versioned(self, key: str) -> Tuple[bytes, str]:
+        checkpoint("get", key)
         with self._errors(key):
             response = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)
             return response["Body"].read(), response["ETag"]
 
     def put_if(self, key: str, data: bytes, version: Optional[str]) -> bool:
+        checkpoint("put", key)
         kwargs = {"IfMatch": version} if version else {"IfNoneMatch": "*"}
         try:
             with self._errors(key):

@@ -5,6 +5,7 @@ account. The registry test pushes for real, to Debian's docker-registry on 127.0
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -14,7 +15,7 @@ import uuid
 
 import pytest
 
-from conftest import DSDT, REPO, TEST_PIPES, assert_user_error, run_dsdt, snapshot
+from conftest import DSDT, REPO, TEST_PIPES, assert_user_error, run_dsdt, snapshot, wait_until
 
 LONG_KEY, LONG_SECRET = "AKIALONGTERMHOSTKEY0", "long-term-host-secret-never-in-a-job"
 TOKEN = ("--use-aws-session-token", "900")
@@ -104,7 +105,7 @@ def test_a_waiting_run_streams_the_job_log_and_pulls_the_output(aws, home):
     record = _records(url)["nap"]
     job = batch.describe_jobs(jobs=[record.job_id])["jobs"][0]
     assert record.status == "succeeded" and record.backend == "AWSBatch" and job["status"] == "SUCCEEDED"
-    assert job["jobName"] == f"disdat-slow-{record.node_id[:12]}"
+    assert job["jobName"] == f"disdat-{record.node_id[:12]}-slow"
 
 
 def test_a_non_blocking_diamond_is_submitted_whole_and_pulled_later(aws, home):
@@ -273,6 +274,76 @@ def test_interrupting_a_waiting_run_terminates_its_job(aws, home):
         time.sleep(0.5)
     assert job["statusReason"] == "disdat-luigi: interrupted by its client (Ctrl-C or SIGTERM)"
     assert _records(url)["long"].status == "interrupted"
+
+
+def _killed_after_submitting(tmp_path, *args):
+    """Start `dsdt run *args` and kill -9 it right after it submitted its job, before it names the job in the
+    node's record (its second write of a record blocks, by DISDAT_FAULT); returns the node's record then."""
+    hit = tmp_path / "hit"
+    env = dict(os.environ, DISDAT_FAULT="put:context/shared/runs/:2", DISDAT_FAULT_SIGNAL=str(hit))
+    proc = subprocess.Popen([DSDT, "run", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_until(hit.exists, 60), proc.communicate(timeout=5) if proc.poll() is not None else "no fault"
+    finally:
+        proc.kill()
+        proc.communicate()
+    return proc
+
+
+def _jobs_of(batch, node_id):
+    return {j["jobId"]: j["status"] for j in batch.list_jobs(
+        jobQueue="disdat-queue", filters=[{"name": "JOB_NAME", "values": [f"disdat-{node_id[:12]}-*"]}])[
+        "jobSummaryList"]}
+
+
+def test_a_job_submitted_by_a_client_killed_before_naming_it_is_found_not_submitted_again(aws, home, tmp_path):
+    """Non-blocking: the record says running and names no job. The next identical run finds the job by its
+    name (and tags), names it in the record, submits nothing, and writes the pending marker that `dsdt pull`
+    needs."""
+    batch, url = aws
+    _killed_after_submitting(tmp_path, *TOKEN, "-", "orphan", "slow.Sleep", "--seconds", "30")
+    record = _records(url)["orphan"]
+    assert record.status == "running" and record.job_id is None and record.detached
+    (job_id,) = _jobs_of(batch, record.node_id)
+
+    r = _run(*TOKEN, "-", "orphan", "slow.Sleep", "--seconds", "30")
+    assert r.code == 0, r.err
+    assert f"job {job_id} (running)" in r.out
+    assert list(_jobs_of(batch, record.node_id)) == [job_id]
+    assert _records(url)["orphan"].job_id == job_id
+    pulled = run_dsdt("pull", "orphan")
+    assert pulled.code == 1 and pulled.err == (f"dsdt: error: orphan is not ready yet: its run {record.node_id[:12]} "
+                                               f"(slow.Sleep) is RUNNING as job {job_id}; pull again when it has "
+                                               f"finished (`dsdt runs orphan`)\n"), pulled
+    batch.terminate_job(jobId=job_id, reason="the test ends")
+
+
+def test_a_waiting_client_killed_before_naming_its_job_has_that_job_stopped_by_the_next(aws, home, tmp_path):
+    """--wait: the job belongs to its client, which died. The next run takes the node over, finds the job by
+    its name, terminates it and records the node interrupted, then runs it again as a new attempt."""
+    batch, url = aws
+    _killed_after_submitting(tmp_path, "--wait", *TOKEN, "-", "taken", "slow.Sleep", "--seconds", "60")
+    record = _records(url)["taken"]
+    assert record.status == "running" and record.job_id is None and not record.detached
+    (first,) = _jobs_of(batch, record.node_id)
+
+    proc = subprocess.Popen([DSDT, "run", "--wait", *TOKEN, "-", "taken", "slow.Sleep", "--seconds", "60"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_until(lambda: len(_jobs_of(batch, record.node_id)) == 2, 90, every=0.5)
+        job = batch.describe_jobs(jobs=[first])["jobs"][0]
+        assert wait_until(lambda: batch.describe_jobs(jobs=[first])["jobs"][0]["status"] == "FAILED", 30, 0.5), job
+        assert batch.describe_jobs(jobs=[first])["jobs"][0]["statusReason"].startswith(
+            "disdat-luigi: its client (")
+        (second,) = set(_jobs_of(batch, record.node_id)) - {first}
+        assert wait_until(lambda: _records(url)["taken"].job_id == second, 30, 0.5)
+        assert _records(url)["taken"].attempt == record.attempt + 1
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
 
 
 def test_images_go_to_a_registry_and_a_local_run_pulls_them(aws, home, cli, registry, docker_ready, monkeypatch,

@@ -1,4 +1,5 @@
-"""Image names of pipe modules (disdat_luigi.containers.dockerize.image_repository / image_name)."""
+"""Image names of pipe modules (disdat_luigi.containers.dockerize.image_repository / image_name), and the AWS Batch
+job names of nodes (disdat_luigi.containers.aws_batch.job_name)."""
 from __future__ import annotations
 
 import os
@@ -55,3 +56,28 @@ def test_image_name_registry_from_luigi_cfg(tmp_path, monkeypatch):
     assert image_name("a.b") == "cfg.example/from-file/disdat-a-b:latest"
     monkeypatch.setenv("DISDAT_DOCKERIZE_REPOSITORY_PREFIX", "from-env")
     assert image_name("a.b") == "cfg.example/from-env/disdat-a-b:latest"
+
+
+NODE = "0123456789abcdef" * 2
+
+
+@pytest.mark.parametrize("family, expected", [
+    ("slow", "disdat-0123456789ab-slow"),
+    ("pkg.sub", "disdat-0123456789ab-pkg-sub"),
+    ("we!rd mod", "disdat-0123456789ab-we-rd-mod"),
+])
+def test_batch_job_names_start_with_their_node(family, expected):
+    """ListJobs finds a node's jobs by name prefix: the node comes first, whatever the module is called."""
+    from disdat_luigi.containers.aws_batch import job_name, job_name_prefix
+
+    assert job_name(family, NODE) == expected
+    assert job_name(family, NODE).startswith(job_name_prefix(NODE))
+
+
+def test_batch_job_names_stay_within_the_limit():
+    import re
+
+    from disdat_luigi.containers.aws_batch import job_name
+
+    name = job_name("m" * 300, NODE)
+    assert len(name) <= 128 and re.fullmatch(r"[A-Za-z0-9_-]+", name) and name.startswith("disdat-0123456789ab-")
