@@ -54,6 +54,7 @@ def job_name(family: str, node_id: str) -> str:
 
 
 def job_name_prefix(node_id: str) -> str:
+    """What the names of a node's jobs begin with, whatever their module."""
     return f"disdat-{node_id[:12]}-"
 
 
@@ -145,11 +146,15 @@ class AWSBatch(Backend):
         whose client died between submitting it and recording its id is found too, and kept only if their
         tags name this node and this remote."""
         queue = config.get("run", "aws_batch_queue")
-        ids = ([hint] if hint else []) + (self.client.jobs_named(queue, job_name_prefix(node_id)) if queue else [])
-        jobs = self.client.describe(list(dict.fromkeys(ids)))
-        return [job_id for job_id in dict.fromkeys(ids) if job_id in jobs and jobs[job_id].get("status") in LIVE
-                and (jobs[job_id].get("tags") or {}).get("disdat.node_id") == node_id
-                and (jobs[job_id].get("tags") or {}).get("disdat.remote") == remote]
+        named = self.client.jobs_named(queue, job_name_prefix(node_id)) if queue else []
+        ids = list(dict.fromkeys(([hint] if hint else []) + named))
+        jobs = self.client.describe(ids)
+
+        def ours(job: dict) -> bool:
+            tags = job.get("tags") or {}
+            return (job.get("status") in LIVE and tags.get("disdat.node_id") == node_id
+                    and tags.get("disdat.remote") == remote)
+        return [job_id for job_id in ids if job_id in jobs and ours(jobs[job_id])]
 
     def finished(self, job_id: str) -> Optional[JobResult]:
         job = self.client.describe([job_id]).get(job_id)
