@@ -1,11 +1,15 @@
 """What the benchmarks share: a scratch environment for dsdt on the bench's own servers, and a timer."""
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Iterator, NamedTuple
 
 DSDT = str(Path(sys.executable).parent / "dsdt")
 REPO = Path(__file__).resolve().parent.parent
@@ -47,3 +51,28 @@ def timed(cmd: list, env: dict) -> float:
     if proc.returncode != 0:
         raise SystemExit(f"bench: {' '.join(cmd[:4])} failed:\n{proc.stderr[-3000:]}")
     return elapsed
+
+
+class Bench(NamedTuple):
+    work: Path      # scratch directory, removed afterwards
+    s3: object      # the bench's own SeaweedFS
+    base: str       # the registry-free base image
+    env: dict       # dsdt's environment (bench_env)
+
+
+@contextlib.contextmanager
+def container_bench(name: str, pipe_root: Path) -> Iterator[Bench]:
+    """A Docker engine, a SeaweedFS and a scratch dsdt home for a bench of containerized runs; afterwards the
+    bench's image tags, its servers and its scratch directory are gone."""
+    import services  # scripts/services.py, on sys.path in the benches
+
+    work = Path(tempfile.mkdtemp(prefix=f"disdat-{name}-"))
+    try:
+        with services.docker_engine(), services.seaweedfs(work / "seaweedfs") as s3:
+            env = bench_env(work, s3, pipe_root)
+            try:
+                yield Bench(work, s3, services.ensure_base_image(), env)
+            finally:
+                untag_images(env)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,9 +24,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO / "scripts"))
-import services  # noqa: E402
 
-from bench_env import DSDT, bench_env, make_bucket, timed, untag_images  # noqa: E402
+from bench_env import DSDT, container_bench, make_bucket, timed  # noqa: E402
 
 NODES = 16
 BARE = "print(sum(x * 3 for x in range(1000)))"
@@ -72,17 +69,8 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--remote", choices=("file", "s3"), default="file")
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="disdat-dag-"))
-    try:
-        with services.docker_engine(), services.seaweedfs(work / "seaweedfs") as s3:
-            base = services.ensure_base_image()
-            env = bench_env(work, s3, HERE / "pipe_root")
-            try:
-                t1, t2, p1, p2, imp = _measure(env, work, s3, base, args)
-            finally:
-                untag_images(env)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    with container_bench("dag", HERE / "pipe_root") as bench:
+        t1, t2, p1, p2, imp = _measure(bench.env, bench.work, bench.s3, bench.base, args)
     a, b, c, d, i = (statistics.median(x) for x in (t1, t2, p1, p2, imp))
     print(f"\nremote: {args.remote}, {NODES} nodes, median of {args.reps}")
     print(f"graph, 1 worker:  {a:6.2f} s   bare docker runs, 1 at a time: {c:6.2f} s")

@@ -12,18 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO / "scripts"))
-import services  # noqa: E402
 
-from bench_env import DSDT, bench_env, make_bucket, timed, untag_images  # noqa: E402
+from bench_env import DSDT, container_bench, make_bucket, timed  # noqa: E402
 
 BARE = ("import collections, glob, re; c = collections.Counter(w for p in sorted(glob.glob('/data/*.txt')) "
         "for w in re.findall(r\"[a-z']+\", open(p).read().lower())); print(sum(c.values()), c.most_common(10))")
@@ -57,17 +54,8 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--remote", choices=("file", "s3"), default="file")
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="disdat-overhead-"))
-    try:
-        with services.docker_engine(), services.seaweedfs(work / "seaweedfs") as s3:
-            base = services.ensure_base_image()
-            env = bench_env(work, s3, REPO / "pipes")
-            try:
-                ours, peer, noop = _measure(env, work, s3, base, args)
-            finally:
-                untag_images(env)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    with container_bench("overhead", REPO / "pipes") as bench:
+        ours, peer, noop = _measure(bench.env, bench.work, bench.s3, bench.base, args)
     o, p, n = (statistics.median(x) for x in (ours, peer, noop))
     print(f"\nremote: {args.remote}, median of {args.reps}")
     print(f"dsdt run (push, container, pull; Luigi chain): {o:6.2f} s")
