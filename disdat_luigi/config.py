@@ -187,6 +187,10 @@ SCHEMA: Dict[Tuple[str, str], Setting] = {
     ("run", "gpus"): Setting(_int(0, 16), 0, "GPUs of a Batch job"),
     ("run", "job_role_arn"): Setting(_role_arn, None, "the IAM role of Batch jobs"),
     ("run", "attempts"): Setting(_int(1, 10), 1, "Batch retry attempts of a job"),
+    ("run", "batch_calls_per_second"): Setting(_int(1, 50), 40, "AWS Batch API calls a second at most (the "
+                                                                "account has 50)"),
+    ("run", "follow_logs"): Setting(_int(0, 1000), 4, "a --wait Batch run of at most this many nodes streams "
+                                                      "their CloudWatch logs"),
     ("run", "labels"): Setting(_labels, {}, "extra labels (tags on Batch) of every container"),
     ("dockerize", "base_image"): Setting(_text, "python:3.11-slim", "base of the pipe images"),
     ("dockerize", "registry"): Setting(_text, None, "registry the images are pushed to"),

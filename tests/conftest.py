@@ -348,7 +348,7 @@ def running_container(proc=None, timeout=60.0):
 
 def run_record(url, node):
     from disdat_luigi.remotes import open_remote
-    from disdat_luigi.remotes.runs import RunStore
+    from disdat_luigi.runs.store import RunStore
 
     with open_remote(url, "shared") as remote:
         return RunStore(remote).record(node)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import uuid as uuidlib
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from typing import Dict, Optional, Tuple
 
 import luigi
@@ -51,16 +52,18 @@ class RunPlan:
     pull_intermediates: bool = False
     session_token_seconds: int = 0
     wait: bool = True           # False: hand the graph to a backend that chains jobs, and return
+    chains: bool = False        # the backend chains jobs: the graph is submitted whole, its jobs own the nodes
 
     @property
     def root(self) -> NodePlan:
         return self.nodes[-1]
 
+    @cached_property
+    def _by_id(self) -> Dict[str, NodePlan]:
+        return {n.spec.node_id: n for n in self.nodes}
+
     def node(self, node_id: str) -> NodePlan:
-        for n in self.nodes:
-            if n.spec.node_id == node_id:
-                return n
-        raise KeyError(node_id)
+        return self._by_id[node_id]
 
     def job(self, node_id: str) -> NodeJob:
         n = self.node(node_id)
@@ -147,7 +150,7 @@ def plan_run(*, context: Optional[str], input_bundle: Optional[str], output_bund
     out_tags = dict(output_tags or {})
     input_uuid = resolve_input(ctx, input_bundle, dict(input_tags or {}), push_input)
     from ..remotes import remote_of
-    from ..remotes.runs import RunStore
+    from ..runs.store import RunStore
 
     with remote_of(ctx) as remote:  # once, here: Luigi's worker processes inherit the answer
         RunStore(remote).check_conditional_writes()
@@ -165,4 +168,5 @@ def plan_run(*, context: Optional[str], input_bundle: Optional[str], output_bund
                    run_id=ids[graph.root], input_uuid=input_uuid, backend=chosen.name, nodes=nodes,
                    push_input=push_input, pull_intermediates=pull_intermediates,
                    session_token_seconds=session_token_seconds,
-                   wait=not chosen.chains_jobs or (config.get("run", "wait") if wait is None else wait))
+                   wait=not chosen.chains_jobs or (config.get("run", "wait") if wait is None else wait),
+                   chains=chosen.chains_jobs)

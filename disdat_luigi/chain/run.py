@@ -131,12 +131,17 @@ def failure_reasons(result, root: luigi.Task) -> List[str]:
 
 
 def build(task, workers: int, url: Optional[str]):
-    """One luigi.build of the run's graph, on the local scheduler or on luigid at ``url``."""
+    """One luigi.build of the run's graph, on the local scheduler or on luigid at ``url``, with this package's
+    worker (chain/worker.py: nodes in threads), after surveying every node's completion at once."""
     from .. import luigi_defaults
+    from .targets import completion
+    from .worker import WorkerSchedulerFactory
 
     luigi_defaults()
+    plan = task.plan()
+    completion.survey(plan.remote_url, plan.remote_context, [n.spec.node_id for n in plan.nodes])
     kwargs = dict(local_scheduler=True) if url is None else dict(scheduler_url=url)
-    return luigi.build([task], workers=workers, detailed_summary=True,
+    return luigi.build([task], workers=workers, detailed_summary=True, worker_scheduler_factory=WorkerSchedulerFactory(),
                        log_level=config.get_config().get("core", "log_level", fallback="INFO"), **kwargs)
 
 
@@ -161,6 +166,23 @@ def run(options: RunOptions) -> RunPlan:
         print(f"note: no [dockerize] registry: the jobs name the local image {plan.root.image}, which only a Batch "
               f"emulation on this machine's Docker engine can run", file=sys.stderr)
     workers = options.workers or config.get("run", "workers")
+    try:
+        return _build_until_done(task, plan, workers, url)
+    except KeyboardInterrupt:
+        if plan.chains and plan.wait:  # the jobs this run submitted stop with it
+            _stop_jobs(plan, "its run was interrupted (Ctrl-C or SIGTERM)")
+        raise
+    finally:
+        if plan.chains and plan.wait:
+            settle_nodes(plan)
+        from ..containers.backend import close_backends
+        from ..remotes import close_shared
+
+        close_backends()
+        close_shared()
+
+
+def _build_until_done(task, plan: RunPlan, workers: int, url: Optional[str]) -> RunPlan:
     lost = 0
     while True:
         result = build(task, workers, url)
@@ -180,6 +202,31 @@ def run(options: RunOptions) -> RunPlan:
         time.sleep(2)
 
 
+def _stop_jobs(plan: RunPlan, why: str) -> None:
+    from ..containers.backend import get_backend
+    from ..remotes import shared_remote
+    from ..runs.store import RunStore
+    from ..runs.submit import stop_submitted
+
+    print(f"stopping the jobs this run submitted ({why})", file=sys.stderr)
+    stop_submitted(get_backend(plan.backend), RunStore(shared_remote(plan.remote_url, plan.remote_context)), why)
+
+
+def settle_nodes(plan: RunPlan) -> None:
+    """Record the nodes whose jobs ended without their container's word (a failed dependency, a job that never
+    started): nobody waited for them when an upstream node failed (a few batched calls, then one per such node)."""
+    from ..errors import DisdatError
+    from ..remotes import shared_remote
+    from ..runs.history import settled
+    from ..runs.store import RunStore, in_parallel
+
+    runs = RunStore(shared_remote(plan.remote_url, plan.remote_context))
+    try:
+        settled(runs, in_parallel(runs.current, [n.spec.node_id for n in plan.nodes]))
+    except DisdatError:
+        pass  # the next `dsdt runs` or `dsdt pull` settles them
+
+
 def output_bundle(plan: RunPlan):
     return Home(Path(plan.home)).context(plan.context).by_processing_id(plan.run_id)
 
@@ -187,10 +234,10 @@ def output_bundle(plan: RunPlan):
 def submitted_jobs(plan: RunPlan) -> List[tuple]:
     """(node id, pipe class, job id, status) of each node of a non-blocking run, from its run record."""
     from ..remotes import open_remote
-    from ..remotes.runs import RunStore
+    from ..runs.store import RunStore, in_parallel
 
     with open_remote(plan.remote_url, plan.remote_context) as remote:
         runs = RunStore(remote)
-        records = [(n.spec, runs.record(n.spec.node_id)) for n in plan.nodes]
-    return [(spec.node_id, spec.pipe_cls, r.job_id if r else None, r.status if r else "no record")
-            for spec, r in records]
+        records = zip(plan.nodes, in_parallel(runs.record, [n.spec.node_id for n in plan.nodes]))
+        return [(n.spec.node_id, n.spec.pipe_cls, r.job_id if r else None, r.status if r else "no record")
+                for n, r in records]

@@ -9,18 +9,74 @@ The remote targets work on ``s3://`` and ``file://`` alike through the project's
 retries, and one-line errors instead of botocore tracebacks in the scheduler. Their ``path`` is the object's
 full URL, so the luigid UI and logs show where the data is. A remote target is named by where it is (the
 remote URL and remote context), a local one by the store and context it is in; credentials never are.
+
+Luigi asks every task of a graph whether it is complete, one after the other, before it runs anything: a
+thousand nodes would be a thousand sequential requests. So a run first surveys all of its nodes with a
+bounded pool (:func:`survey`), and :data:`completion` answers from that survey while Luigi schedules
+(:meth:`Completion.scheduling`); afterwards only what succeeded stays known (it cannot un-succeed), and
+everything else is asked of the remote again.
 """
 from __future__ import annotations
 
+import contextlib
+import threading
 from pathlib import Path
-from typing import Optional
+from typing import Dict, Iterable, Iterator, Optional, Tuple
 
 import luigi
 
-from ..remotes import Remote, open_remote
-from ..remotes.runs import RunRecord, RunStore
+from ..remotes import Remote, shared_remote
+from ..runs.record import RunRecord
+from ..runs.store import RunStore
 from ..store.context import Bundle
 from ..store.home import Home
+
+
+class Completion:
+    """What is known of nodes' completion in this process (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._succeeded: set = set()                        # (url, context, node): known to have succeeded
+        self._surveyed: Dict[Tuple[str, str, str], bool] = {}
+        self._scheduling = 0
+
+    def known(self, key: Tuple[str, str, str]) -> Optional[bool]:
+        with self._lock:
+            if key in self._succeeded:
+                return True
+            return self._surveyed.get(key) if self._scheduling else None
+
+    def learn(self, key: Tuple[str, str, str], succeeded: bool) -> None:
+        with self._lock:
+            if succeeded:
+                self._succeeded.add(key)
+
+    def survey(self, url: str, remote_context: str, node_ids: Iterable[str]) -> None:
+        """Read every node's record and output (a bounded pool of requests) for the next scheduling."""
+        runs = RunStore(shared_remote(url, remote_context))
+        done = runs.succeeded_among(runs.read_many(node_ids))
+        with self._lock:
+            for node, succeeded in done.items():
+                self._surveyed[(url, remote_context, node)] = succeeded
+                if succeeded:
+                    self._succeeded.add((url, remote_context, node))
+
+    @contextlib.contextmanager
+    def scheduling(self) -> Iterator[None]:
+        """While Luigi schedules a graph, surveyed answers stand (see the module docstring)."""
+        with self._lock:
+            self._scheduling += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._scheduling -= 1
+                if not self._scheduling:
+                    self._surveyed.clear()
+
+
+completion = Completion()
 
 
 class _RemoteTarget(luigi.Target):
@@ -35,16 +91,15 @@ class _RemoteTarget(luigi.Target):
         raise NotImplementedError
 
     def _remote(self) -> Remote:
-        return open_remote(self.remote_url, self.remote_context)
+        return shared_remote(self.remote_url, self.remote_context)
 
     @property
     def path(self) -> str:
-        with self._remote() as remote:
-            return f"{remote.url.rstrip('/')}/{self._key(remote)}"
+        remote = self._remote()
+        return f"{remote.url.rstrip('/')}/{self._key(remote)}"
 
     def exists(self) -> bool:
-        with self._remote() as remote:
-            return self._check(remote)
+        return self._check(self._remote())
 
 
 class RemoteBundleTarget(_RemoteTarget):
@@ -72,11 +127,16 @@ class RunRecordTarget(_RemoteTarget):
         return RunStore(remote).record_key(self.node_id)
 
     def _check(self, remote: Remote) -> bool:
-        return RunStore(remote).succeeded(self.node_id)
+        key = (self.remote_url, self.remote_context, self.node_id)
+        known = completion.known(key)
+        if known is not None:
+            return known
+        succeeded = RunStore(remote).succeeded(self.node_id)
+        completion.learn(key, succeeded)
+        return succeeded
 
     def record(self) -> Optional[RunRecord]:
-        with self._remote() as remote:
-            return RunStore(remote).record(self.node_id)
+        return RunStore(self._remote()).record(self.node_id)
 
 
 class LocalBundleTarget(luigi.Target):

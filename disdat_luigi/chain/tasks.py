@@ -30,9 +30,10 @@ from typing import Dict, List, Optional
 import luigi
 from luigi.parameter import ParameterVisibility
 
+from .. import config
 from ..display import safe
 from ..errors import DisdatError, IntegrityError
-from ..remotes import open_remote
+from ..remotes import open_remote, shared_remote
 from ..store.home import Home
 from .plan import RunPlan, RunPlanParameter
 from .targets import LocalBundleTarget, RemoteBundleTarget, RunRecordTarget
@@ -139,6 +140,13 @@ class ExecuteContainer(_OnRemote):
     backend = luigi.Parameter(significant=False)
     plan: RunPlan = _plan_parameter()
 
+    runs_in_thread = True   # it starts a container or follows a job: a thread of the run's process (worker.py)
+
+    @property
+    def runs_elsewhere(self) -> bool:
+        """Its job was submitted with the graph and runs on the backend: it takes no --workers slot."""
+        return self.plan.chains
+
     @classmethod
     def of(cls, plan: RunPlan, node_id: str) -> "ExecuteContainer":
         spec = plan.node(node_id).spec
@@ -150,39 +158,51 @@ class ExecuteContainer(_OnRemote):
         plan = self.plan
         spec = plan.node(self.node_id).spec
         required: Dict[str, luigi.Task] = {dep: ExecuteContainer.of(plan, up) for dep, up in spec.upstream.items()}
-        if plan.input_uuid and spec.reads_input:
-            on_remote = dict(remote=plan.remote_url, remote_context=plan.remote_context, input_uuid=plan.input_uuid)
-            required["pipeline_input"] = (PushInput(home=plan.home, context=plan.context, **on_remote)
-                                          if plan.push_input else InputOnRemote(**on_remote))
+        if plan.chains:  # the whole graph was submitted first: this node's job is waited for
+            required["submitted"] = SubmitGraph.of(plan)
+        elif plan.input_uuid and spec.reads_input:
+            required["pipeline_input"] = input_task(plan)
         return required
 
     def output(self) -> RunRecordTarget:
         return RunRecordTarget(self.remote, self.remote_context, self.node_id)
 
+    def interrupt(self, why: str) -> None:
+        """Stop the node from another thread (the run was interrupted): its container or job is stopped and
+        recorded, then run() raises."""
+        self._stop_reason = why
+        execution = getattr(self, "_execution", None)
+        if execution is not None:
+            execution.interrupt(why)
+
     def run(self) -> None:
         from ..containers.backend import get_backend
-        from ..containers.execute import NodeExecution, die_with_parent, in_worker_process
         from ..containers.request import credentials_for
-        from ..remotes.runs import RunStore
+        from ..runs.execute import NodeAwait, NodeExecution
+        from ..runs.owner import die_with_parent, in_worker_process
+        from ..runs.store import RunStore
+        from ..runs.submit import submitted_here
 
         die_with_parent()
         plan, backend = self.plan, get_backend(self.plan.backend)
-        reporter = _NodeReporter(self, backend)
+        reporter = _NodeReporter(self, backend, follow_lines=not plan.chains
+                                 or len(plan.nodes) <= config.get("run", "follow_logs"))
         reporter.report(f"starting node {self.node_id[:12]} ({self.pipe_cls}) on {backend.name}", force=True)
-
-        def secrets() -> Dict[str, str]:
-            return credentials_for(plan.remote_url, plan.session_token_seconds, backend.long_lived_keys_allowed)
-
+        runs = RunStore(shared_remote(self.remote, self.remote_context))
+        job = plan.job(self.node_id)
+        if plan.chains:
+            self._execution = NodeAwait(job, backend, runs, reporter, submitted_here)
+        else:
+            self._execution = NodeExecution(job, backend, runs, plan.node(self.node_id).image, lambda: credentials_for(
+                plan.remote_url, plan.session_token_seconds, backend.long_lived_keys_allowed), reporter)
+        if getattr(self, "_stop_reason", None):
+            self._execution.interrupt(self._stop_reason)
         try:
-            with open_remote(self.remote, self.remote_context) as remote:
-                record = NodeExecution(plan.job(self.node_id), backend, RunStore(remote), plan.node(self.node_id).image,
-                                       secrets, reporter.line, reporter.state, reporter.job).execute()
+            record = self._execution.execute()
         except KeyboardInterrupt:
             if in_worker_process():
                 os._exit(130)  # its container is stopped and recorded; the parent reports the interrupt, once
             raise
-        finally:
-            backend.close()
         reporter.report(f"node {self.node_id[:12]} succeeded: {record.bundle_name} {record.output_uuid}", 100, True)
 
 
@@ -190,8 +210,8 @@ class _NodeReporter:
     """What a running node tells the task log and the scheduler: its job's log lines, its states (``container
     3f2a… running: <last line>``, ``job 3f2a… RUNNABLE``) and, where the backend has one, the job's page."""
 
-    def __init__(self, task: "ExecuteContainer", backend):
-        self.task, self.backend = task, backend
+    def __init__(self, task: "ExecuteContainer", backend, follow_lines: bool):
+        self.task, self.backend, self.follow_lines = task, backend, follow_lines
         self.short, self.word = task.node_id[:12], backend.job_word
         self.last_line, self.last_state = "", "running"
         self.report = task.report
@@ -205,9 +225,9 @@ class _NodeReporter:
         self.last_state = state
         self.report(f"{self.word} {self.short} {state}: {self.last_line}", force=True)
 
-    def job(self, job_id: str) -> None:
-        if self.backend.tracking_url:
-            self.task.set_tracking_url(self.backend.tracking_url(job_id))
+    def job(self, job) -> None:
+        if job.tracking_url:
+            self.task.set_tracking_url(job.tracking_url)
 
 
 class PullOutput(_Reporting):
@@ -240,60 +260,66 @@ class PullOutput(_Reporting):
 
 
 class SubmitGraph(_OnRemote):
-    """Non-blocking (AWS Batch without --wait): every node not yet done is a job, chained by the backend, and
-    the run's client does not wait. Complete when every node succeeded, or runs in a live job of a run whose
-    pending marker is written (a client killed while submitting left none: submitting again finds the live
-    jobs, submits only the rest and writes it)."""
+    """Every node of the graph not yet done is a job, chained by the backend (AWS Batch). Without ``--wait`` the
+    run's client then returns; with it, each node's task follows its job. Complete when every node succeeded,
+    or runs in a live job of a run whose pending marker is written (a client killed while submitting left none:
+    submitting again finds the live jobs, submits only the rest and writes it)."""
 
     run_id = luigi.Parameter(description="the root node's id")
     backend = luigi.Parameter(significant=False)
     plan: RunPlan = _plan_parameter()
 
+    @classmethod
+    def of(cls, plan: RunPlan) -> "SubmitGraph":
+        return cls(remote=plan.remote_url, remote_context=plan.remote_context, run_id=plan.run_id,
+                   backend=plan.backend, plan=plan)
+
     def requires(self) -> List[luigi.Task]:
         plan = self.plan
         if not (plan.input_uuid and any(n.spec.reads_input for n in plan.nodes)):
             return []
-        on_remote = dict(remote=plan.remote_url, remote_context=plan.remote_context, input_uuid=plan.input_uuid)
-        return [PushInput(home=plan.home, context=plan.context, **on_remote) if plan.push_input
-                else InputOnRemote(**on_remote)]
+        return [input_task(plan)]
 
     def complete(self) -> bool:
         from ..containers.backend import get_backend
-        from ..containers.execute import live_job
-        from ..remotes.runs import RunStore
+        from ..runs.store import RunStore
+        from ..runs.submit import survey
 
-        backend = get_backend(self.plan.backend)
+        runs = RunStore(shared_remote(self.remote, self.remote_context))
+        nodes = [n.spec.node_id for n in self.plan.nodes]
+        states = survey(nodes, get_backend(self.plan.backend), runs)
+        if all(state.done for state in states.values()):
+            return True
         try:
-            with open_remote(self.remote, self.remote_context) as remote:
-                runs = RunStore(remote)
-                nodes = [n.spec.node_id for n in self.plan.nodes]
-                if all(runs.succeeded(node) for node in nodes):
-                    return True
-                try:
-                    marked = runs.pending(self.plan.nodes[-1].spec.bundle_name) == nodes
-                except IntegrityError:
-                    marked = False   # a damaged marker: submitting again rewrites it
-                return marked and all(runs.succeeded(node) or live_job(backend, runs, runs.current(node))
-                                      for node in nodes)
-        finally:
-            backend.close()
+            marked = runs.pending(self.plan.nodes[-1].spec.bundle_name) == nodes
+        except IntegrityError:
+            marked = False   # a damaged marker: submitting again rewrites it
+        return marked and all(state.done or state.live is not None for state in states.values())
 
     def run(self) -> None:
         from ..containers.backend import get_backend
         from ..containers.request import credentials_for
-        from ..containers.submit import submit_graph
-        from ..remotes.runs import RunStore
+        from ..runs.store import RunStore
+        from ..runs.submit import submit_graph
 
         plan = self.plan
         backend = get_backend(plan.backend)
         jobs = [(plan.job(n.spec.node_id), n.image) for n in plan.nodes]
-        with open_remote(self.remote, self.remote_context) as remote:
-            submitted = submit_graph(jobs, backend, RunStore(remote), lambda: credentials_for(
-                plan.remote_url, plan.session_token_seconds, backend.long_lived_keys_allowed))
+        self.report(f"submitting {len(jobs)} node(s) to {backend.name}", force=True)
+        submitted = submit_graph(jobs, backend, RunStore(shared_remote(self.remote, self.remote_context)),
+                                 lambda: credentials_for(plan.remote_url, plan.session_token_seconds,
+                                                         backend.long_lived_keys_allowed))
         for s in submitted:
             logger.info("node %s %s: %s%s", s.node.node_id[:12], s.node.pipe_cls, s.state,
                         f" as job {s.job_id}" if s.job_id else "")
         self.report(f"{sum(s.state == 'submitted' for s in submitted)} job(s) submitted to {backend.name}", 100, True)
+
+
+def input_task(plan: RunPlan) -> luigi.Task:
+    """The task that puts the run's input on the remote (or, with --no-push-input, says it is there)."""
+    on_remote = dict(remote=plan.remote_url, remote_context=plan.remote_context, input_uuid=plan.input_uuid)
+    return (PushInput(home=plan.home, context=plan.context, **on_remote) if plan.push_input
+            else InputOnRemote(**on_remote))
 
 
 class RunPipe(luigi.WrapperTask):
@@ -334,8 +360,7 @@ class RunPipe(luigi.WrapperTask):
     def requires(self) -> List[luigi.Task]:
         plan = self.plan()
         if not plan.wait:
-            return [SubmitGraph(remote=plan.remote_url, remote_context=plan.remote_context, run_id=plan.run_id,
-                                backend=plan.backend, plan=plan)]
+            return [SubmitGraph.of(plan)]
         nodes = plan.nodes if plan.pull_intermediates else (plan.root,)
         return [PullOutput(home=plan.home, context=plan.context, node_id=n.spec.node_id,
                            output_bundle=n.spec.bundle_name, plan=plan) for n in nodes]

@@ -82,7 +82,7 @@ def _uuids_to_pull(remote: Remote, args: argparse.Namespace) -> List[str]:
         return [uuid for _, _, uuid in remote.versions()]
     if args.uuid:
         return [args.uuid]
-    from ..chain.history import pending_output
+    from ..runs.history import pending_output
 
     return [pending_output(remote, args.name) or remote.latest(args.name).uuid]
 

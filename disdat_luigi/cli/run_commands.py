@@ -10,7 +10,7 @@ import sys
 from .. import config
 from ..containers.backend import BACKENDS
 from ..display import safe
-from ..remotes.runs import STATUSES
+from ..runs.record import STATUSES
 from ..errors import DisdatError
 from ..store.home import Home
 from ..store.manifest import parse_tags
@@ -132,7 +132,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from ..chain.history import clean, list_runs
+    from ..runs.history import clean, list_runs
 
     ctx = Home().context()
     if args.clean:
@@ -145,7 +145,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    from ..chain.history import log_of
+    from ..runs.history import log_of
 
     sys.stdout.write(log_of(Home().context(), args.run_id))
     return 0

@@ -8,36 +8,49 @@ Its choices:
 * **Credentials:** none of the host's. With ``--use-aws-session-token N`` the job gets temporary STS
   credentials in its environment; without it, it relies on its job role (``[run] job_role_arn``). The S3
   endpoint, when one is configured, goes along, so S3-compatible stores work.
-* **Waiting** (``--wait``): the job's state is polled with backoff and jitter (botocore retries throttling),
-  every change is reported (SUBMITTED, RUNNABLE, STARTING, RUNNING, ...), and the CloudWatch log of the
-  job's *last* attempt is streamed line by line. A failure carries Batch's status reason and the last log
-  lines; a job that failed before it started has no log stream, and says so. ``cancel`` terminates the job.
+* **Fan-in within Batch's limit.** A job may depend on at most 20 jobs. A node with more upstream jobs
+  depends on *barrier jobs* instead: each waits for up to 20 of them and does nothing else (the node's image
+  run with ``--barrier``, which exits at once, under ``disdat-<module>-barrier-job-definition``: 1 vCPU,
+  256 MiB, no GPU), in a tree as deep as needed (20 x 20 = 400 upstream jobs for two levels). A failed
+  upstream fails its barrier, and so the node, as a direct dependency would. Barriers are named
+  ``disdat-barrier-<node id, 12>-...`` and tagged ``disdat.barrier``: they are never taken for a node's job.
+  (Array jobs would need fewer calls for a fan of one pipe class, but every node is its own pipe instance
+  with its own parameters, record and retries, and a child learns its index only from the environment.)
+* **Waiting** (``--wait``): one :class:`~.batch_monitor.BatchMonitor` per process follows every job (100 a
+  DescribeJobs call), each state change is reported (SUBMITTED, RUNNABLE, STARTING, RUNNING, ...), and the
+  CloudWatch log of a job's *last* attempt is read only for the jobs that need it: a job whose lines are
+  followed, and a failed job (its last lines). ``cancel`` terminates the job.
 * **Where the data is:** jobs run elsewhere, so a ``file://`` remote is refused.
 * **Finding a node's jobs:** a job is named ``disdat-<node id, 12>-<module>`` and tagged with its node and
-  remote, so ``orphans`` finds it by name prefix (ListJobs) and keeps it only if its tags agree: even a job
-  whose client was killed between submitting it and recording its id is found, and is then adopted
-  (non-blocking runs) or terminated (a dead ``--wait`` client's) instead of run a second time.
+  remote, so ``jobs_of`` finds it by name prefix (ListJobs) and keeps it only if its tags agree: even a job
+  whose client was killed between submitting it and recording its id is found, and adopted instead of run a
+  second time.
 * **Images** are named by content, so that a job definition changes exactly when the image does: by their
   digest in ``[dockerize] registry`` (``registry/repository@sha256:...``, after ``dsdt dockerize --push``);
   without a registry, by their local id, which only a Batch emulation on this machine's engine can run.
 """
 from __future__ import annotations
 
-import random
+import collections
 import re
+import threading
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Deque, Dict, List, Optional
 from urllib.parse import urlparse
 
 from .. import config
 from ..errors import DisdatError
-from .backend import LOG_TAIL, Backend, JobResult, OnLine, OnStatus, RunRequest
-from .batch_client import BatchClient, check_queue
+from .backend import LOG_TAIL, Backend, Job, JobResult, OnLine, OnStatus, Resources, RunRequest
+from .batch_client import MAX_DEPENDS_ON, BatchClient, check_queue
+from .batch_monitor import BatchMonitor
 from .registry import registry
 
 FINAL = ("SUCCEEDED", "FAILED")
 LIVE = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING")
-POLL_FIRST, POLL_MAX = 1.0, 10.0
+BARRIER_TAG = "disdat.barrier"
+BARRIER_RESOURCES = Resources(vcpus=1, memory=256, gpus=0)
+BARRIER_TIMEOUT = 600
+MAX_LOG = 16 << 20
 # how AWS Batch (and moto) say that an attempt ran past the job definition's timeout
 TIMEOUT_REASONS = ("Job attempt duration exceeded timeout", "exceeded the configured attemptDurationSeconds")
 
@@ -58,18 +71,30 @@ def job_name_prefix(node_id: str) -> str:
     return f"disdat-{node_id[:12]}-"
 
 
+def barrier_layers(upstream: List[str], make_barrier) -> List[str]:
+    """The at most MAX_DEPENDS_ON jobs a node depends on for ``upstream``: the upstream jobs themselves, or
+    barriers made by ``make_barrier(level, index, jobs)`` over groups of up to MAX_DEPENDS_ON, level by level."""
+    ids, level = list(upstream), 0
+    while len(ids) > MAX_DEPENDS_ON:
+        ids = [make_barrier(level, n, ids[i:i + MAX_DEPENDS_ON])
+               for n, i in enumerate(range(0, len(ids), MAX_DEPENDS_ON))]
+        level += 1
+    return ids
+
+
 class AWSBatch(Backend):
     name = "AWSBatch"
     job_word = "job"
     long_lived_keys_allowed = False
     chains_jobs = True
-    adopts_jobs = True
 
     def __init__(self, client: Optional[BatchClient] = None) -> None:
         self.client = client or BatchClient()
-        self._definitions: Dict[str, str] = {}   # definition name -> arn used this process
+        self.monitor = BatchMonitor(self.client)
+        self._definitions: Dict[str, str] = {}   # what a definition is for -> arn used this process
+        self._lock = threading.Lock()
 
-    def tracking_url(self, job_id: str) -> str:
+    def console_url(self, job_id: str) -> str:
         region = self.client.region
         return f"https://{region}.console.aws.amazon.com/batch/home?region={region}#jobs/detail/{job_id}"
 
@@ -91,11 +116,11 @@ class AWSBatch(Backend):
         return pushed[0]
 
     # -- job definitions -------------------------------------------------------------------------------
-    def _wanted(self, request: RunRequest) -> Dict[str, Any]:
-        container: Dict[str, Any] = {"image": request.image, "vcpus": request.resources.vcpus,
-                                     "memory": request.resources.memory}
-        if request.resources.gpus:
-            container["resourceRequirements"] = [{"type": "GPU", "value": str(request.resources.gpus)}]
+    @staticmethod
+    def _container(image: str, resources: Resources) -> Dict[str, Any]:
+        container: Dict[str, Any] = {"image": image, "vcpus": resources.vcpus, "memory": resources.memory}
+        if resources.gpus:
+            container["resourceRequirements"] = [{"type": "GPU", "value": str(resources.gpus)}]
         role = config.get("run", "job_role_arn")
         if role:
             container["jobRoleArn"] = role
@@ -112,109 +137,163 @@ class AWSBatch(Backend):
                 and (existing.get("retryStrategy") or {}).get("attempts", 1) == attempts
                 and (existing.get("timeout") or {}).get("attemptDurationSeconds") == timeout)
 
-    def definition(self, request: RunRequest) -> str:
-        """The arn of the job definition for this request: the newest ACTIVE revision that matches it (two users
-        with different settings alternate between two revisions, not one more per run), else a new one."""
-        name = definition_name(request.family)
-        container = self._wanted(request)
-        attempts, timeout = config.get("run", "attempts"), request.timeout
+    def _definition(self, name: str, container: Dict[str, Any], attempts: int, timeout: Optional[int]) -> str:
+        """The arn of the newest ACTIVE revision of ``name`` that matches (two users with different settings
+        alternate between two revisions, not one more per run), else of a new one; once per process."""
         key = f"{name} {sorted(container.items())} {attempts} {timeout}"
-        if key not in self._definitions:
-            same = [d for d in self.client.active_definitions(name) if self._same(d, container, attempts, timeout)]
-            self._definitions[key] = (max(same, key=lambda d: d["revision"])["jobDefinitionArn"] if same else
-                                      self.client.register_definition(name, container, attempts,
-                                                                      timeout)["jobDefinitionArn"])
-        return self._definitions[key]
+        with self._lock:
+            if key not in self._definitions:
+                same = [d for d in self.client.active_definitions(name) if self._same(d, container, attempts, timeout)]
+                self._definitions[key] = (max(same, key=lambda d: d["revision"])["jobDefinitionArn"] if same else
+                                          self.client.register_definition(name, container, attempts,
+                                                                          timeout)["jobDefinitionArn"])
+            return self._definitions[key]
+
+    def definition(self, request: RunRequest) -> str:
+        return self._definition(definition_name(request.family), self._container(request.image, request.resources),
+                                config.get("run", "attempts"), request.timeout)
 
     # -- jobs ----------------------------------------------------------------------------------------------
-    def submit(self, request: RunRequest) -> str:
+    def submit(self, request: RunRequest) -> "BatchJob":
         queue = config.get("run", "aws_batch_queue")
         node_id = request.labels.get("disdat.node_id", "")
-        return self.client.submit(job_name(request.family, node_id), queue, self.definition(request), request.args,
-                                  {**request.environment, **request.secrets}, request.depends_on,
-                                  dict(request.labels))
+        depends_on = barrier_layers(request.depends_on,
+                                    lambda level, n, jobs: self._barrier(request, queue, level, n, jobs))
+        job_id = self.client.submit(job_name(request.family, node_id), queue, self.definition(request), request.args,
+                                    {**request.environment, **request.secrets}, depends_on, dict(request.labels))
+        return BatchJob(self, job_id)
 
-    def status(self, job_id: str) -> Optional[str]:
-        job = self.client.describe([job_id]).get(job_id)
-        return job.get("status") if job else None
+    def _barrier(self, request: RunRequest, queue: str, level: int, index: int, jobs: List[str]) -> str:
+        """A job that waits for ``jobs`` and does nothing (see the module docstring)."""
+        definition = self._definition(definition_name(request.family + ".barrier"),
+                                      self._container(request.image, BARRIER_RESOURCES), 1, BARRIER_TIMEOUT)
+        node = request.labels.get("disdat.node_id", "")[:12]
+        return self.client.submit(f"disdat-barrier-{node}-{level}-{index}", queue, definition, ["--barrier"], {},
+                                  jobs, {**request.labels, BARRIER_TAG: f"level {level}"})
 
-    def is_live(self, job_id: str) -> bool:
-        return self.status(job_id) in LIVE
+    def job(self, job_id: str) -> "BatchJob":
+        return BatchJob(self, job_id)
 
-    def orphans(self, node_id: str, remote: str, hint: Optional[str] = None) -> List[str]:
+    def jobs_of(self, node_id: str, remote: str, hint: Optional[str] = None) -> List["BatchJob"]:
         """The node's unfinished jobs on the queue, the hinted one first: found by their name, so that a job
         whose client died between submitting it and recording its id is found too, and kept only if their
-        tags name this node and this remote."""
+        tags name this node and this remote (and no barrier)."""
         queue = config.get("run", "aws_batch_queue")
         named = self.client.jobs_named(queue, job_name_prefix(node_id)) if queue else []
         ids = list(dict.fromkeys(([hint] if hint else []) + named))
-        jobs = self.client.describe(ids)
+        jobs = self.client.describe(ids) if ids else {}
+        return [BatchJob(self, job_id) for job_id in ids if _ours(jobs.get(job_id), node_id, remote)]
 
-        def ours(job: dict) -> bool:
-            tags = job.get("tags") or {}
-            return (job.get("status") in LIVE and tags.get("disdat.node_id") == node_id
-                    and tags.get("disdat.remote") == remote)
-        return [job_id for job_id in ids if job_id in jobs and ours(jobs[job_id])]
+    def live_jobs(self, hints: Dict[str, str], remote: str) -> Dict[str, "BatchJob"]:
+        jobs = self.client.describe(sorted(set(hints.values())))
+        return {node_id: BatchJob(self, job_id) for node_id, job_id in hints.items()
+                if _ours(jobs.get(job_id), node_id, remote)}
 
-    def finished(self, job_id: str) -> Optional[JobResult]:
-        job = self.client.describe([job_id]).get(job_id)
-        if job is None or job.get("status") not in FINAL:
-            return None
-        log = _LogFollower(self.client, lambda line: None)
-        log.follow(job)
-        return self._result(job, log)
+    def describe(self, job_id: str) -> Optional[dict]:
+        """The job's description: the monitor's latest when it follows the job, else Batch's own."""
+        return self.monitor.latest(job_id) or self.client.describe([job_id]).get(job_id)
 
-    def wait(self, job_id: str, on_line: OnLine, on_status: OnStatus, timeout: Optional[int] = None) -> JobResult:
-        log = _LogFollower(self.client, on_line)
-        state, delay = "", POLL_FIRST
-        while True:
-            job = self.client.job(job_id)
-            if job["status"] != state:
-                state = job["status"]
-                on_status(state)
-            log.follow(job)
-            if state in FINAL:
-                time.sleep(0.5)  # the last lines can reach CloudWatch just after the state changes
-                log.follow(self.client.job(job_id))
-                return self._result(job, log)
-            time.sleep(delay * random.uniform(0.8, 1.2))
-            delay = min(delay * 1.5, POLL_MAX)
-
-    def _result(self, job: dict, log: "_LogFollower") -> JobResult:
+    def result_of(self, job: dict, log: Optional["_LogFollower"] = None) -> JobResult:
+        """How a finished job ended: its reason, and its last log lines when it failed."""
         attempt = (job.get("attempts") or [{}])[-1]
         exit_code = (attempt.get("container") or job.get("container") or {}).get("exitCode")
+        stream = _stream_of(job)
         if job["status"] == "SUCCEEDED":
-            return JobResult("succeeded", exit_code=exit_code, log_tail=log.tail)
+            return JobResult("succeeded", exit_code=exit_code, log_tail=list(log.tail) if log else [])
+        tail = list(log.tail) if log and log.tail else (self.client.log_tail(stream, LOG_TAIL) if stream else [])
         reason = (job.get("statusReason") or attempt.get("statusReason")
                   or (attempt.get("container") or {}).get("reason") or "no reason given")
-        if log.stream is None:
+        if stream is None:
             reason += "; the job has no log stream: it failed before it started"
         status = "timed_out" if any(phrase in reason for phrase in TIMEOUT_REASONS) else "failed"
-        return JobResult(status, f"AWS Batch job {job['jobId']} failed: {reason}", exit_code, log.tail)
+        return JobResult(status, f"AWS Batch job {job['jobId']} failed: {reason}", exit_code, tail)
 
-    def cancel(self, job_id: str, reason: str) -> None:
-        self.client.terminate(job_id, f"disdat-luigi: {reason}")
 
-    def logs(self, job_id: str) -> List[str]:
-        lines: List[str] = []
-        _LogFollower(self.client, lines.append).follow(self.client.job(job_id))
-        return lines
+class BatchJob(Job):
+    word = "job"
+
+    def __init__(self, backend: AWSBatch, job_id: str):
+        super().__init__(job_id)
+        self.backend = backend
+
+    @property
+    def tracking_url(self) -> Optional[str]:
+        return self.backend.console_url(self.id)
+
+    def status(self) -> Optional[str]:
+        job = self.backend.describe(self.id)
+        return job.get("status") if job else None
+
+    def is_live(self) -> bool:
+        return self.status() in LIVE
+
+    def result(self) -> Optional[JobResult]:
+        job = self.backend.describe(self.id)
+        if job is None or job.get("status") not in FINAL:
+            return None
+        return self.backend.result_of(job)
+
+    def wait(self, on_line: Optional[OnLine], on_status: OnStatus, timeout: Optional[int] = None) -> JobResult:
+        """Follow the job through the monitor's rounds (its timeout is the job definition's, Batch's own)."""
+        monitor = self.backend.monitor
+        log = _LogFollower(self.backend.client, on_line) if on_line else None
+        state, seen = "", 0
+        with monitor.following(self.id):
+            while True:
+                job, seen = monitor.next_round(self.id, seen)
+                if job is None:
+                    return JobResult("failed", f"AWS Batch has no job {self.id}")
+                if job["status"] != state:
+                    state = job["status"]
+                    on_status(state)
+                if log is not None:
+                    log.follow(job)
+                if state in FINAL:
+                    if log is not None:
+                        time.sleep(0.5)  # the last lines can reach CloudWatch just after the state changes
+                        log.follow(job)
+                    return self.backend.result_of(job, log)
+
+    def logs(self) -> List[str]:
+        job = self.backend.describe(self.id)
+        if job is None:
+            return []
+        follower = _LogFollower(self.backend.client, lambda line: None, keep=MAX_LOG)
+        follower.follow(job)
+        return list(follower.kept)
+
+    def cancel(self, reason: str) -> None:
+        self.backend.client.terminate(self.id, f"disdat-luigi: {reason}")
+
+
+def _ours(job: Optional[dict], node_id: str, remote: str) -> bool:
+    """A live job of this node on this remote, by its tags (a barrier is no node's job)."""
+    tags = (job or {}).get("tags") or {}
+    return ((job or {}).get("status") in LIVE and tags.get("disdat.node_id") == node_id
+            and tags.get("disdat.remote") == remote and BARRIER_TAG not in tags)
+
+
+def _stream_of(job: dict) -> Optional[str]:
+    attempt = (job.get("attempts") or [{}])[-1]
+    return (attempt.get("container") or {}).get("logStreamName") or (job.get("container") or {}).get(
+        "logStreamName")
 
 
 class _LogFollower:
     """Reads the CloudWatch log stream of a job's latest attempt, from where it stopped last time; a new
-    attempt (a retry) starts a new stream, which is followed from its start."""
+    attempt (a retry) starts a new stream, which is followed from its start. With ``keep``, it also keeps the
+    last ``keep`` bytes of what it read."""
 
-    def __init__(self, client: BatchClient, on_line: OnLine):
-        self.client, self.on_line = client, on_line
+    def __init__(self, client: BatchClient, on_line: OnLine, keep: int = 0):
+        self.client, self.on_line, self.keep = client, on_line, keep
         self.stream: Optional[str] = None
         self.token: Optional[str] = None
-        self.tail: List[str] = []
+        self.tail: Deque[str] = collections.deque(maxlen=LOG_TAIL)
+        self.kept: Deque[str] = collections.deque()
+        self._kept_bytes = 0
 
     def follow(self, job: dict) -> None:
-        attempt = (job.get("attempts") or [{}])[-1]
-        stream = (attempt.get("container") or {}).get("logStreamName") or (job.get("container") or {}).get(
-            "logStreamName")
+        stream = _stream_of(job)
         if not stream:
             return
         if stream != self.stream:
@@ -222,9 +301,18 @@ class _LogFollower:
         while True:
             lines, token = self.client.log_events(stream, self.token)
             for line in lines:
-                self.tail = (self.tail + [line])[-LOG_TAIL:]
-                self.on_line(line)
+                self.tail.append(line)
+                if self.keep:
+                    self._keep(line)
+                else:
+                    self.on_line(line)
             if not lines or token == self.token:
                 self.token = token
                 return
             self.token = token
+
+    def _keep(self, line: str) -> None:
+        self.kept.append(line)
+        self._kept_bytes += len(line) + 1
+        while self._kept_bytes > self.keep and len(self.kept) > 1:
+            self._kept_bytes -= len(self.kept.popleft()) + 1

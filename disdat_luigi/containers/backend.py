@@ -1,4 +1,6 @@
-"""The backend interface: where a node's container runs, behind four verbs (submit, wait, cancel, logs).
+"""The backend interface: where a node's container runs. ``Backend.submit`` returns a :class:`Job`, a handle
+that says how the job is, waits for it, reads its log and stops it, whatever the backend (Metaflow's
+``RunningJob`` is the model), so callers never branch on what kind of backend they hold.
 
 A :class:`RunRequest` says *what* to run and nothing about *how*: an image reference, the entrypoint's
 arguments, the non-secret environment, the secrets (credentials) apart, labels, a timeout and resources,
@@ -9,10 +11,17 @@ only short-lived session credentials, which travel in the job's environment (Bat
 may describe the job sees them, which is why long-lived keys never go there). So a backend is one module
 (``local.py``, ``aws_batch.py``) and nothing else changes.
 
-Backends are chosen by name (``[run] backend``, ``--backend``): :func:`get_backend`.
+Two things do differ, and are said once here: a backend that **chains jobs** (AWS Batch's ``dependsOn``)
+takes a whole graph at once, and its jobs then own their nodes (they outlive the client that submitted
+them); the others run a node while their client waits, and the client owns the node.
+
+Backends are chosen by name (``[run] backend``, ``--backend``): :func:`get_backend` gives each process one
+instance per backend (one Docker client, one Batch client and one job monitor for every node of a run).
 """
 from __future__ import annotations
 
+import os
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
@@ -57,15 +66,56 @@ class JobResult:
     log_tail: List[str] = field(default_factory=list)
 
 
+class Job(ABC):
+    """A handle on one job of a backend. Cheap to make: two handles on one job id are the same job."""
+
+    word = "container"                  # what the backend calls a job, in messages
+
+    def __init__(self, job_id: str):
+        self.id = job_id
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.id})"
+
+    @abstractmethod
+    def status(self) -> Optional[str]:
+        """The job's state as the backend names it (None when the backend does not know the job)."""
+
+    @abstractmethod
+    def is_live(self) -> bool:
+        """The job has not finished (it is queued, starting or running)."""
+
+    @abstractmethod
+    def wait(self, on_line: Optional[OnLine], on_status: OnStatus, timeout: Optional[int] = None) -> JobResult:
+        """Follow the job to its end (its output lines to ``on_line`` as they come, when given); never raises
+        for a job that failed."""
+
+    @abstractmethod
+    def result(self) -> Optional[JobResult]:
+        """How the job ended, once it has (None while it runs, or when the backend no longer knows it)."""
+
+    @abstractmethod
+    def logs(self) -> List[str]:
+        """The lines the job wrote so far, at most its last MAX_LOG bytes ([] when none are known)."""
+
+    @abstractmethod
+    def cancel(self, reason: str) -> None:
+        """Stop the job (and, for Local, remove the container): no error when it is already gone."""
+
+    def release(self) -> None:
+        """Forget a finished job (Local: remove its container)."""
+
+    @property
+    def tracking_url(self) -> Optional[str]:
+        """A page that shows the job (AWS's console), if there is one."""
+        return None
+
+
 class Backend(ABC):
     name: str
     job_word = "container"            # what a job is called in status messages
-    tracking_url: Optional[Callable[[str], str]] = None   # job id -> a page that shows the job
-
     long_lived_keys_allowed = False   # may the host's own AWS keys travel to a job (as a private secret)?
-    chains_jobs = False               # can a whole graph be handed over at once (jobs that wait for jobs)?
-    names_jobs = False                # is a job's id the name it was submitted with (known before submit)?
-    adopts_jobs = False               # do jobs outlive their client by design (so a new client waits for them)?
+    chains_jobs = False               # takes a whole graph at once, and its jobs own their nodes (docstring)
 
     def check(self, remote_url: str) -> None:
         """Refuse, with one line and before anything is pushed, what this backend cannot run."""
@@ -75,42 +125,25 @@ class Backend(ABC):
         return image.id
 
     @abstractmethod
-    def submit(self, request: RunRequest) -> str:
-        """Start the job; returns its id (a container name, a Batch job id)."""
+    def submit(self, request: RunRequest) -> Job:
+        """Start the job."""
 
     @abstractmethod
-    def wait(self, job_id: str, on_line: OnLine, on_status: OnStatus,
-             timeout: Optional[int] = None) -> JobResult:
-        """Follow the job to its end, streaming its output lines; never raises for a failed job."""
+    def job(self, job_id: str) -> Job:
+        """A handle on a job known by its id (a record's job id: check it with :meth:`jobs_of` before trusting
+        it with anything but a look)."""
 
     @abstractmethod
-    def cancel(self, job_id: str, reason: str) -> None:
-        """Stop the job (and, for Local, remove the container): no error when it is already gone."""
+    def jobs_of(self, node_id: str, remote: str, hint: Optional[str] = None) -> List[Job]:
+        """Jobs of this node on this remote (``url context``) that the backend still holds and a clean-up may
+        have to stop (a dead client's container, a live Batch job), found by their labels; ``hint`` (a job id a
+        run record names) is one of them only if its labels say so. The same node on another remote is another
+        user's run and is left alone."""
 
     @abstractmethod
-    def logs(self, job_id: str) -> List[str]:
-        """Every line the job wrote so far ([] when none is known)."""
-
-    def orphans(self, node_id: str, remote: str, hint: Optional[str] = None) -> List[str]:
-        """Jobs of this node on this remote (``url context``) still known to the backend (a dead client's
-        container, say), found by their labels; ``hint`` (a job id a run record names) is one of them only if
-        its labels say so. The same node on another remote is another user's run and is left alone."""
-        return []
-
-    def status(self, job_id: str) -> Optional[str]:
-        """The job's state as the backend names it (None when it does not know the job)."""
-        return None
-
-    def is_live(self, job_id: str) -> bool:
-        """The job has not finished (it is queued, starting or running)."""
-        return False
-
-    def finished(self, job_id: str) -> Optional[JobResult]:
-        """How the job ended, once it has (None while it runs, or when the backend no longer knows it)."""
-        return None
-
-    def release(self, job_id: str) -> None:
-        """Forget a finished job (Local: remove its container)."""
+    def live_jobs(self, hints: Dict[str, str], remote: str) -> Dict[str, Job]:
+        """For many nodes at once (node id -> the job id its record names): the nodes whose named job is live
+        and labelled with that node and this remote (a graph's worth of checks in a few calls)."""
 
     def close(self) -> None:
         """Close the backend's connections."""
@@ -123,8 +156,28 @@ def backend_name(override: str = "") -> str:
     return name
 
 
+_shared: Dict[tuple, Backend] = {}
+_shared_lock = threading.Lock()
+
+
+def _settings_key() -> tuple:
+    """What a backend's clients were made from: the environment they read (a test, or a notebook that changes
+    AWS_ENDPOINT_URL, gets a backend of its own) and this process (a forked worker never shares sockets)."""
+    env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(("AWS_", "DISDAT_", "DOCKER_"))))
+    return os.getpid(), env
+
+
 def get_backend(name: str = "") -> Backend:
+    """This process's instance of the backend ``name`` (default ``[run] backend``)."""
     name = backend_name(name)
+    key = (name, _settings_key())
+    with _shared_lock:
+        if key not in _shared:
+            _shared[key] = _make(name)
+        return _shared[key]
+
+
+def _make(name: str) -> Backend:
     if name == "Local":
         from .local import LocalDocker
 
@@ -132,3 +185,12 @@ def get_backend(name: str = "") -> Backend:
     from .aws_batch import AWSBatch
 
     return AWSBatch()
+
+
+def close_backends() -> None:
+    """Close every backend this process made (at the end of a run)."""
+    with _shared_lock:
+        made = [b for (_, (pid, _env)), b in _shared.items() if pid == os.getpid()]
+        _shared.clear()
+    for backend in made:
+        backend.close()

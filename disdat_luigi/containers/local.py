@@ -13,6 +13,8 @@ Its choices:
   bridge or the S3 server listens on the host's loopback).
 * **Labels:** ``disdat.node_id``, ``disdat.remote`` and ``disdat.run_id``, so a dead client's container is
   found and removed (and never another remote's container of the same node).
+* **Logs** are bounded everywhere: the engine keeps at most :data:`ENGINE_LOG_BYTES` of a container's output
+  (json-file rotation), and reading them back keeps the last MAX_LOG bytes, whatever a pipe prints.
 """
 from __future__ import annotations
 
@@ -25,27 +27,31 @@ from urllib.parse import unquote, urlparse
 
 from .. import config
 from ..errors import DisdatError
-from .backend import LOG_TAIL, Backend, JobResult, OnLine, OnStatus, RunRequest
+from .backend import LOG_TAIL, Backend, Job, JobResult, OnLine, OnStatus, RunRequest
 from .docker_engine import docker_client
 
 STDIN_FLAG = "DISDAT_CLIENT_ON_STDIN"     # tells the entrypoint to read secrets from, and watch, its stdin
+MAX_LOG = 16 << 20                        # the last bytes of a container's output that logs() returns
+ENGINE_LOG_BYTES = "20m"                  # what the engine keeps of a container's output (json-file max-size)
+LIVE = ("created", "running", "restarting")
 
 
 class LocalDocker(Backend):
     name = "Local"
     long_lived_keys_allowed = True    # they go on stdin, never into the container's configuration
-    names_jobs = True                 # a container is known by its name
 
     def __init__(self) -> None:
         self._client = None
+        self._lock = threading.Lock()
         self._stdin: Dict[str, object] = {}     # job id -> the attached stdin socket, held while the job runs
         self._containers: Dict[str, object] = {}   # job id -> the Container this backend started
 
     @property
     def client(self):
-        if self._client is None:
-            self._client = docker_client()
-        return self._client
+        with self._lock:
+            if self._client is None:
+                self._client = docker_client()
+            return self._client
 
     def check(self, remote_url: str) -> None:
         self.client  # noqa: B018 (an unreachable engine is one line, before anything is pushed)
@@ -59,8 +65,9 @@ class LocalDocker(Backend):
                 raise DisdatError(f"the Docker engine has no network {mode!r} ([run] network_mode): use host, none, "
                                   f"bridge, default or an existing network") from None
 
-    def submit(self, request: RunRequest) -> str:
+    def submit(self, request: RunRequest) -> "LocalJob":
         import docker
+        from docker.types import LogConfig
 
         url = urlparse(request.remote_url)
         mounts = [unquote(url.path)] if url.scheme == "file" else []
@@ -70,23 +77,44 @@ class LocalDocker(Backend):
                 request.image, request.args, name=request.name, environment={**request.environment, STDIN_FLAG: "1"},
                 labels=request.labels, volumes={path: {"bind": path, "mode": "rw"} for path in mounts},
                 network_mode=None if mode == "default" else mode, user=f"{os.getuid()}:{os.getgid()}",
+                log_config=LogConfig(type="json-file", config={"max-size": ENGINE_LOG_BYTES, "max-file": "1"}),
                 stdin_open=True, detach=False)  # detach=False: Docker closes stdin when this client goes
         except docker.errors.ImageNotFound:
             raise DisdatError(f"image {request.image} is not on the Docker engine: run `dsdt dockerize`") from None
         except docker.errors.APIError as exc:
             raise DisdatError(f"the Docker engine refused the container: {exc.explanation or exc}") from None
+        job = LocalJob(self, container.name)
         self._containers[container.name] = container
         try:
             stdin = self._stdin[container.name] = container.attach_socket(params={"stdin": 1, "stream": 1})
             container.start()
             stdin._sock.sendall(json.dumps(request.secrets).encode() + b"\n")
         except (docker.errors.APIError, OSError) as exc:
-            self.release(container.name)  # a container that could not start is not left behind
+            job.release()  # a container that could not start is not left behind
             reason = exc.explanation if isinstance(exc, docker.errors.APIError) else exc
             raise DisdatError(f"the Docker engine could not start the container: {reason}") from None
-        return container.name
+        return job
 
-    def _container(self, job_id: str):
+    def job(self, job_id: str) -> "LocalJob":
+        return LocalJob(self, job_id)
+
+    def jobs_of(self, node_id: str, remote: str, hint: Optional[str] = None) -> List["LocalJob"]:
+        labels = [f"disdat.node_id={node_id}", f"disdat.remote={remote}"]
+        found = self.client.containers.list(all=True, filters={"label": labels}, ignore_removed=True)
+        return [LocalJob(self, c.name) for c in found]
+
+    def live_jobs(self, hints: Dict[str, str], remote: str) -> Dict[str, "LocalJob"]:
+        out = {}
+        for node_id, job_id in hints.items():
+            container = self.container(job_id)
+            labels = container.labels if container is not None else {}
+            if (labels.get("disdat.node_id") == node_id and labels.get("disdat.remote") == remote
+                    and LocalJob(self, job_id).is_live()):
+                out[node_id] = LocalJob(self, job_id)
+        return out
+
+    def container(self, job_id: str):
+        """The container of a job: the one this backend started, else the engine's (None when gone)."""
         import docker
 
         if job_id in self._containers:
@@ -96,39 +124,14 @@ class LocalDocker(Backend):
         except docker.errors.NotFound:
             return None
 
-    def wait(self, job_id: str, on_line: OnLine, on_status: OnStatus, timeout: Optional[int] = None) -> JobResult:
-        import requests
-
-        container = self._container(job_id)
-        if container is None:
-            return JobResult("failed", f"container {job_id} is gone from the Docker engine")
-        on_status("running")
-        tail: Deque[str] = collections.deque(maxlen=LOG_TAIL)
-        follower = threading.Thread(target=_follow, args=(container, tail, on_line), daemon=True)
-        follower.start()
-        try:
-            status = container.wait(timeout=timeout)
-        except requests.exceptions.RequestException:
-            container.kill()
-            follower.join(5)
-            return JobResult("timed_out", f"container {job_id} ran longer than [run] timeout = {timeout} s and was "
-                                          f"stopped", None, list(tail))
-        follower.join(10)
-        code = status.get("StatusCode")
-        if code == 0:
-            return JobResult("succeeded", exit_code=0, log_tail=list(tail))
-        return JobResult("failed", f"container {job_id} exited with status {code}", code, list(tail))
-
-    def cancel(self, job_id: str, reason: str) -> None:
-        self.release(job_id)
-
-    def release(self, job_id: str) -> None:
+    def forget(self, job_id: str) -> None:
+        """Close the job's stdin and remove its container (no error when it is gone already)."""
         import docker
 
         stdin = self._stdin.pop(job_id, None)
         if stdin is not None:
             stdin.close()
-        container = self._container(job_id)
+        container = self.container(job_id)
         self._containers.pop(job_id, None)
         if container is not None:
             try:
@@ -138,35 +141,101 @@ class LocalDocker(Backend):
 
     def close(self) -> None:
         for job_id in list(self._stdin):
-            self.release(job_id)
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+            self.forget(job_id)
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
 
-    def logs(self, job_id: str) -> List[str]:
-        container = self._container(job_id)
-        if container is None:
-            return []
-        return container.logs().decode(errors="replace").splitlines()
 
-    def status(self, job_id: str) -> Optional[str]:
+class LocalJob(Job):
+    """One container on the local engine, known by its name."""
+
+    def __init__(self, backend: LocalDocker, job_id: str):
+        super().__init__(job_id)
+        self.backend = backend
+
+    def status(self) -> Optional[str]:
         import docker
 
         try:
-            return self.client.containers.get(job_id).status  # always fresh: a cached object's state is stale
+            return self.backend.client.containers.get(self.id).status  # always fresh: a cached object is stale
         except docker.errors.NotFound:
             return None
 
-    def is_live(self, job_id: str) -> bool:
-        return self.status(job_id) in ("created", "running", "restarting")
+    def is_live(self) -> bool:
+        return self.status() in LIVE
 
-    def orphans(self, node_id: str, remote: str, hint: Optional[str] = None) -> List[str]:
-        labels = [f"disdat.node_id={node_id}", f"disdat.remote={remote}"]
-        return [c.name for c in self.client.containers.list(all=True, filters={"label": labels}, ignore_removed=True)]
+    def result(self) -> Optional[JobResult]:
+        import docker
+
+        try:
+            state = self.backend.client.api.inspect_container(self.id)["State"]
+        except docker.errors.NotFound:
+            return None
+        if state.get("Status") in LIVE:
+            return None
+        return _ended(self.id, state.get("ExitCode"), state.get("OOMKilled", False), _tail(self.logs()))
+
+    def wait(self, on_line: Optional[OnLine], on_status: OnStatus, timeout: Optional[int] = None) -> JobResult:
+        import requests
+
+        container = self.backend.container(self.id)
+        if container is None:
+            return JobResult("failed", f"container {self.id} is gone from the Docker engine")
+        on_status("running")
+        tail: Deque[str] = collections.deque(maxlen=LOG_TAIL)
+        follower = threading.Thread(target=_follow, args=(container, tail, on_line), daemon=True,
+                                    name=f"log-{self.id}")
+        follower.start()
+        try:
+            status = container.wait(timeout=timeout)
+        except requests.exceptions.RequestException:
+            container.kill()
+            follower.join(5)
+            return JobResult("timed_out", f"container {self.id} ran longer than [run] timeout = {timeout} s and was "
+                                          f"stopped", None, list(tail))
+        follower.join(10)
+        code = status.get("StatusCode")
+        if code == 0:
+            return JobResult("succeeded", exit_code=0, log_tail=list(tail))
+        return _ended(self.id, code, False, list(tail))
+
+    def logs(self) -> List[str]:
+        """The container's output, at most its last MAX_LOG bytes (read as a stream: never all of it at once)."""
+        container = self.backend.container(self.id)
+        if container is None:
+            return []
+        kept: Deque[bytes] = collections.deque()
+        size = 0
+        for chunk in container.logs(stream=True, follow=False):
+            kept.append(chunk)
+            size += len(chunk)
+            while size > MAX_LOG and len(kept) > 1:
+                size -= len(kept.popleft())
+        return b"".join(kept)[-MAX_LOG:].decode(errors="replace").splitlines()
+
+    def cancel(self, reason: str) -> None:
+        self.backend.forget(self.id)
+
+    def release(self) -> None:
+        self.backend.forget(self.id)
 
 
-def _follow(container, tail: Deque[str], on_line: OnLine) -> None:
-    """Stream the container's output line by line as it comes."""
+def _tail(lines: List[str]) -> List[str]:
+    return lines[-LOG_TAIL:]
+
+
+def _ended(job_id: str, code: Optional[int], oom: bool, tail: List[str]) -> JobResult:
+    if code == 0:
+        return JobResult("succeeded", exit_code=0, log_tail=tail)
+    if oom:
+        return JobResult("failed", f"container {job_id} ran out of memory (status {code})", code, tail)
+    return JobResult("failed", f"container {job_id} exited with status {code}", code, tail)
+
+
+def _follow(container, tail: Deque[str], on_line: Optional[OnLine]) -> None:
+    """Stream the container's output line by line as it comes (keeping the last lines for a failure)."""
     pending = b""
     for chunk in container.logs(stream=True, follow=True):
         pending += chunk
@@ -174,8 +243,10 @@ def _follow(container, tail: Deque[str], on_line: OnLine) -> None:
         for raw in lines:
             line = raw.decode(errors="replace").rstrip("\r")
             tail.append(line)
-            on_line(line)
+            if on_line is not None:
+                on_line(line)
     if pending:
         line = pending.decode(errors="replace")
         tail.append(line)
-        on_line(line)
+        if on_line is not None:
+            on_line(line)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
-from typing import Dict, Sequence
+from typing import Callable, Dict, List, Sequence
 from urllib.parse import urlparse
 
 from .. import config
@@ -77,10 +77,15 @@ def credentials_for(remote_url: str, session_token_seconds: int, long_lived_allo
     return credentials
 
 
+def inline(job_json: str) -> List[str]:
+    return ["--job", job_json]
+
+
 def run_request(job: NodeJob, image: str, secrets: Dict[str, str], depends_on: Sequence[str] = (),
-                attempt: int = 1) -> RunRequest:
+                attempt: int = 1, arguments: Callable[[str], List[str]] = inline) -> RunRequest:
     """The request that runs ``job`` (as its ``attempt``) in ``image`` (an image reference the backend can
-    run), after the jobs ``depends_on`` (backends that chain jobs themselves)."""
+    run), after the jobs ``depends_on`` (backends that chain jobs themselves). ``arguments`` turns the job's
+    description into the entrypoint's arguments (inline, or a copy on the remote when it is large)."""
     job = replace(job, attempt=attempt)
     env: Dict[str, str] = {config.env_name("disdat", k): str(config.get("disdat", k)) for k in _PASSED_SETTINGS}
     if urlparse(job.remote_url).scheme == "s3":
@@ -90,7 +95,7 @@ def run_request(job: NodeJob, image: str, secrets: Dict[str, str], depends_on: S
             env["AWS_ENDPOINT_URL_S3"] = endpoint
     node = job.node
     return RunRequest(
-        image=image, args=["--job", job.to_json()], environment=env, secrets=secrets,
+        image=image, args=arguments(job.to_json()), environment=env, secrets=secrets,
         name=f"disdat-{node.node_id[:12]}-{os.urandom(3).hex()}", family=node.pipe_cls.rpartition(".")[0],
         remote_url=job.remote_url, depends_on=list(depends_on),
         labels={**config.get("run", "labels"), "disdat.node_id": node.node_id, "disdat.run_id": job.run_id,

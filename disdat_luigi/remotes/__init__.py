@@ -1,8 +1,10 @@
 """Remotes: where bundles are shared (S3 or a local directory), in the layout of remote.py."""
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
-from typing import Optional
+from typing import Dict, Optional
 from urllib.parse import unquote, urlparse
 
 from .. import config
@@ -41,10 +43,35 @@ def open_remote(url: str, remote_context: str, workers: Optional[int] = None) ->
     return Remote(open_store(url, workers), remote_context)
 
 
+_shared: Dict[tuple, Remote] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_remote(url: str, remote_context: str) -> Remote:
+    """One Remote per process (and per AWS/Disdat settings) for the small requests that many threads of a run
+    make at once (run records, leases, completion checks): one S3 client and one pool of connections for a
+    graph of a thousand nodes, instead of one each. Never close it: :func:`close_shared` does, at the end."""
+    env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(("AWS_", "DISDAT_"))))
+    key = (os.getpid(), url, remote_context, env)
+    with _shared_lock:
+        if key not in _shared:
+            _shared[key] = open_remote(url, remote_context)
+        return _shared[key]
+
+
+def close_shared() -> None:
+    with _shared_lock:
+        mine = [r for (pid, *_), r in _shared.items() if pid == os.getpid()]
+        _shared.clear()
+    for remote in mine:
+        remote.close()
+
+
 def remote_of(ctx: Context, workers: Optional[int] = None) -> Remote:
     """The remote the local context is bound to (error with the fix when it has none)."""
     binding = ctx.require_remote()
     return open_remote(binding.url, binding.remote_context, workers)
 
 
-__all__ = ["ObjectStore", "Remote", "open_remote", "open_store", "remote_of", "transfer_workers"]
+__all__ = ["ObjectStore", "Remote", "close_shared", "open_remote", "open_store", "remote_of", "shared_remote",
+           "transfer_workers"]

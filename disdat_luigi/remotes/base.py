@@ -9,7 +9,17 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import BinaryIO, Callable, ContextManager, Iterator, List, Optional, Tuple
 
+from ..errors import IntegrityError
+
 OnBytes = Callable[[int], None]
+
+
+class TooLarge(IntegrityError):
+    """An object read with a limit holds more than the limit (see :meth:`ObjectStore.get_bytes`)."""
+
+    def __init__(self, key: str, limit: int):
+        super().__init__(f"{key} on the remote is larger than {limit} bytes: refused (a remote is shared; this "
+                         f"file is not one disdat-luigi wrote)")
 
 
 class ObjectStore(ABC):
@@ -32,8 +42,9 @@ class ObjectStore(ABC):
         """Every key under ``prefix`` (which ends with '/')."""
 
     @abstractmethod
-    def get_bytes(self, key: str) -> bytes:
-        """The object's bytes; NotFound when it does not exist."""
+    def get_bytes(self, key: str, limit: Optional[int] = None) -> bytes:
+        """The object's bytes; NotFound when it does not exist. With ``limit``, never more than that many are
+        read: a larger object is :class:`TooLarge` (a remote is shared, and a crafted object can be huge)."""
 
     @abstractmethod
     def open_range(self, key: str, start: int, length: int) -> ContextManager[BinaryIO]:
@@ -48,13 +59,15 @@ class ObjectStore(ABC):
         """Store a (large) file: multipart and parallel where the store supports it."""
 
     @abstractmethod
-    def get_versioned(self, key: str) -> Tuple[bytes, str]:
-        """The object's bytes and a version tag that changes whenever the object does (NotFound if absent)."""
+    def get_versioned(self, key: str, limit: Optional[int] = None) -> Tuple[bytes, str]:
+        """The object's bytes and a version tag that changes whenever the object does (NotFound if absent;
+        ``limit`` as for :meth:`get_bytes`)."""
 
     @abstractmethod
-    def put_if(self, key: str, data: bytes, version: Optional[str]) -> bool:
+    def put_if(self, key: str, data: bytes, version: Optional[str]) -> Optional[str]:
         """Compare-and-swap: store ``data`` only if the object is absent (``version`` None) or still at
-        ``version``; False when someone else got there first. Leases rely on it."""
+        ``version``. Returns the new version, or None when someone else got there first. Leases and run
+        records rely on it."""
 
     @abstractmethod
     def delete(self, key: str) -> None:

@@ -15,7 +15,7 @@ from typing import BinaryIO, Iterator, Optional, Tuple
 
 from ..errors import NotFound, RemoteError
 from ..fsutil import atomic_write, disk_space
-from .base import ObjectStore, OnBytes
+from .base import ObjectStore, OnBytes, TooLarge
 from .faults import checkpoint
 
 
@@ -55,12 +55,16 @@ class FileStore(ObjectStore):
                 if not n.startswith("."):  # skip in-flight temporary files
                     yield (Path(root) / n).relative_to(self.root).as_posix()
 
-    def get_bytes(self, key: str) -> bytes:
+    def get_bytes(self, key: str, limit: Optional[int] = None) -> bytes:
         checkpoint("get", key)
         try:
-            return self._path(key).read_bytes()
+            with open(self._path(key), "rb") as f:
+                data = f.read() if limit is None else f.read(limit + 1)
         except FileNotFoundError:
             raise NotFound(f"{key} is not on the remote {self.url}") from None
+        if limit is not None and len(data) > limit:
+            raise TooLarge(key, limit)
+        return data
 
     @contextlib.contextmanager
     def open_range(self, key: str, start: int, length: int) -> Iterator[BinaryIO]:
@@ -98,24 +102,33 @@ class FileStore(ObjectStore):
     def _writing(self, key: str, size: int):
         return disk_space(f"writing {key} to the remote", self.root, size)
 
-    def get_versioned(self, key: str) -> Tuple[bytes, str]:
-        data = self.get_bytes(key)
+    def get_versioned(self, key: str, limit: Optional[int] = None) -> Tuple[bytes, str]:
+        data = self.get_bytes(key, limit)
         return data, hashlib.sha256(data).hexdigest()
 
-    def put_if(self, key: str, data: bytes, version: Optional[str]) -> bool:
+    def put_if(self, key: str, data: bytes, version: Optional[str]) -> Optional[str]:
         checkpoint("put", key)
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path.parent / f".{path.name}.lock", "a") as lock:  # one writer at a time, across processes
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
-                current: Optional[str] = hashlib.sha256(path.read_bytes()).hexdigest()
+                with open(path, "rb") as f:
+                    current: Optional[str] = _sha256_of(f)
             except FileNotFoundError:
                 current = None
             if current != version:
-                return False
+                return None
             self.put_bytes(key, data)
-            return True
+            return hashlib.sha256(data).hexdigest()
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+
+def _sha256_of(f: BinaryIO) -> str:
+    """The version of an object: the sha256 of its bytes, read in blocks (whatever its size)."""
+    digest = hashlib.sha256()
+    for block in iter(lambda: f.read(1 << 20), b""):
+        digest.update(block)
+    return digest.hexdigest()

@@ -16,7 +16,7 @@ from typing import Any, BinaryIO, Dict, Iterator, List, Optional, Tuple
 
 from .. import config
 from ..errors import NotFound, RemoteError
-from .base import ObjectStore, OnBytes
+from .base import ObjectStore, OnBytes, TooLarge
 from .faults import checkpoint
 
 # luigi.cfg [s3] keys that are boto3 client arguments (luigi's S3Client passes the same ones).
@@ -162,10 +162,25 @@ class S3Store(ObjectStore):
                 for obj in page.get("Contents", ()):
                     yield obj["Key"][skip:]
 
-    def get_bytes(self, key: str) -> bytes:
+    def get_bytes(self, key: str, limit: Optional[int] = None) -> bytes:
+        return self.get_versioned(key, limit)[0]
+
+    def get_versioned(self, key: str, limit: Optional[int] = None) -> Tuple[bytes, str]:
+        """One GET; with ``limit`` a ranged one for the first ``limit + 1`` bytes, so that a huge object costs
+        no more than that (the ETag of a ranged GET is the whole object's)."""
         checkpoint("get", key)
-        with self._errors(key):
-            return self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"].read()
+        kwargs = {} if limit is None else {"Range": f"bytes=0-{limit}"}
+        try:
+            with self._errors(key):
+                response = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key, **kwargs)
+                data = response["Body"].read() if limit is None else response["Body"].read(limit + 1)
+        except RemoteError as exc:
+            if limit is None or "InvalidRange" not in str(exc):
+                raise
+            return self.get_versioned(key)   # an empty object has no byte 0 to range over
+        if limit is not None and len(data) > limit:
+            raise TooLarge(key, limit)
+        return data, response["ETag"]
 
     @contextlib.contextmanager
     def open_range(self, key: str, start: int, length: int) -> Iterator[BinaryIO]:
@@ -209,23 +224,17 @@ class S3Store(ObjectStore):
         with self._errors(key):
             self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.prefix + key, UploadId=upload_id)
 
-    def get_versioned(self, key: str) -> Tuple[bytes, str]:
-        checkpoint("get", key)
-        with self._errors(key):
-            response = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)
-            return response["Body"].read(), response["ETag"]
-
-    def put_if(self, key: str, data: bytes, version: Optional[str]) -> bool:
+    def put_if(self, key: str, data: bytes, version: Optional[str]) -> Optional[str]:
         checkpoint("put", key)
         kwargs = {"IfMatch": version} if version else {"IfNoneMatch": "*"}
         try:
             with self._errors(key):
-                self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data, **kwargs)
+                return self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data,
+                                              **kwargs)["ETag"]
         except RemoteError as exc:
             if "PreconditionFailed" in str(exc) or "ConditionalRequestConflict" in str(exc):
-                return False
+                return None
             raise
-        return True
 
     def delete(self, key: str) -> None:
         with self._errors(key):

@@ -84,7 +84,7 @@ def _run(*args, **kw):
 
 def _records(url):
     from disdat_luigi.remotes import open_remote
-    from disdat_luigi.remotes.runs import RunStore
+    from disdat_luigi.runs.store import RunStore
 
     with open_remote(url, "shared") as remote:
         runs = RunStore(remote)
@@ -221,7 +221,7 @@ def test_session_credentials_reach_the_job_and_long_lived_keys_reach_nothing(aws
     assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"} <= names
     definitions = batch.describe_job_definitions(jobDefinitionName="disdat-envcheck-job-definition")
     from disdat_luigi.remotes import open_remote
-    from disdat_luigi.remotes.runs import RunStore
+    from disdat_luigi.runs.store import RunStore
 
     with open_remote(url, "shared") as remote:
         stored_log = RunStore(remote).log(record.node_id) or b""

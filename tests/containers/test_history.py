@@ -16,7 +16,8 @@ import pytest
 
 from conftest import DSDT, REPO, TEST_PIPES, assert_user_error, docker_containers, run_dsdt
 from disdat_luigi.remotes import open_remote
-from disdat_luigi.remotes.runs import RunRecord, RunStore
+from disdat_luigi.runs.record import RunRecord
+from disdat_luigi.runs.store import RunStore
 
 pytestmark = pytest.mark.timeout(120)
 HEADER = re.compile(r"^RUN +PIPE +STATUS +STARTED +DURATION +OUTPUT$")

@@ -68,7 +68,7 @@ def _sha(text: str) -> str:
 
 
 def _run_record(url, node_id):
-    from disdat_luigi.remotes.runs import RunStore
+    from disdat_luigi.runs.store import RunStore
 
     with open_remote(url, "shared") as remote:
         return RunStore(remote).record(node_id)

@@ -27,7 +27,7 @@ import pytest
 from conftest import (DSDT, IMAGE_PREFIX, PIPES, REPO, TEST_PIPES, _remote_keys, assert_user_error, docker_containers,
                       run_dsdt, second_context, snapshot)
 from disdat_luigi.remotes import open_remote
-from disdat_luigi.remotes.runs import RunStore
+from disdat_luigi.runs.store import RunStore
 
 pytestmark = pytest.mark.timeout(240)
 LUIGI = str(Path(sys.executable).parent / "luigi")

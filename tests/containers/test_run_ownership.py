@@ -61,7 +61,7 @@ def _versions(url, name):
 
 
 def _node_ids(url):
-    from disdat_luigi.remotes.runs import RunStore
+    from disdat_luigi.runs.store import RunStore
 
     with open_remote(url, "shared") as remote:
         return RunStore(remote).node_ids()
@@ -222,7 +222,7 @@ def test_runs_clean_removes_what_a_dead_client_left(home, file_remote):
 
 
 def _lease(url, node):
-    from disdat_luigi.remotes.runs import RunStore
+    from disdat_luigi.runs.store import RunStore
 
     with open_remote(url, "shared") as remote:
         held = RunStore(remote).lease(node)
@@ -236,7 +236,7 @@ def _free(url, node) -> bool:
 
 
 def test_a_live_run_holds_a_renewed_lease_and_runs_clean_leaves_it_alone(home, file_remote):
-    from disdat_luigi.remotes.runs import HEARTBEAT
+    from disdat_luigi.runs.lease import HEARTBEAT
 
     proc = _popen("-", "nap", "slow.Sleep", "--seconds", str(HEARTBEAT + 3))
     try:
@@ -273,7 +273,8 @@ def _planned_node(*pipe_args):
 
 
 def _foreign_lease(url, node, age):
-    from disdat_luigi.remotes.runs import Lease, RunStore
+    from disdat_luigi.runs.lease import Lease
+    from disdat_luigi.runs.store import RunStore
 
     lease = Lease(owner="f" * 32, host="elsewhere/0123456789ab", pid=4242, pid_start="1", renewed=time.time() - age)
     with open_remote(url, "shared") as remote:
@@ -315,7 +316,7 @@ def test_a_run_waits_for_a_live_lease_held_on_another_machine(home, file_remote,
 
 
 def test_a_lease_whose_heartbeat_stopped_on_another_machine_is_taken_over(home, file_remote):
-    from disdat_luigi.remotes.runs import LEASE_TTL
+    from disdat_luigi.runs.lease import LEASE_TTL
 
     node = _planned_node("--seconds", "1")
     _foreign_lease(file_remote, node, age=LEASE_TTL + 5)
@@ -334,7 +335,9 @@ def test_a_dead_run_on_one_remote_is_cleaned_without_touching_another_remotes_li
     """Node ids do not name the remote: the same pipe, parameters and image make the same node on two remotes
     (two users of one machine, say). Cleaning up after a dead client of remote B, by `dsdt runs --clean` or by
     the takeover of the next `dsdt run`, must not stop the container that a live client runs for remote A."""
-    from disdat_luigi.remotes.runs import Lease, RunRecord, RunStore, host_id
+    from disdat_luigi.runs.lease import Lease, host_id
+    from disdat_luigi.runs.record import RunRecord
+    from disdat_luigi.runs.store import RunStore
     from disdat_luigi.store.manifest import now_utc
 
     proc = _popen("-", "nap", "slow.Sleep", "--seconds", "8")             # user A, remote A

@@ -14,7 +14,7 @@ import pytest
 from conftest import (DSDT, REPO, assert_user_error, docker_containers, run_dsdt,
                       run_record as _record, running_container as _running_container, wait_until as _wait_until)
 from disdat_luigi.remotes import open_remote
-from disdat_luigi.remotes.runs import RunStore
+from disdat_luigi.runs.store import RunStore
 
 pytestmark = pytest.mark.timeout(120)
 NODE = "deadbeef" * 4

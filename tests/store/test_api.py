@@ -38,7 +38,7 @@ def _keys(url):
 
 def _run_record(url, node_id):
     from disdat_luigi.remotes import open_remote
-    from disdat_luigi.remotes.runs import RunStore
+    from disdat_luigi.runs.store import RunStore
 
     with open_remote(url, "shared") as remote:
         return RunStore(remote).record(node_id)

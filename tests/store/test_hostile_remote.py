@@ -334,7 +334,7 @@ def test_the_containers_pull_refuses_a_crafted_input(home, cli, tmp_path, file_r
                                                      test_pipes_image, case):
     """The host's copy of the input is sound, the remote's was replaced after the push: the container refuses
     it, the run fails with that line, and no output is published or pulled."""
-    from disdat_luigi.remotes.runs import RunStore
+    from disdat_luigi.runs.store import RunStore
 
     pipe_root(TEST_PIPES)
     change, fragment = next(c[1:] for c in BAD_MANIFESTS if c[0] == case)

@@ -474,7 +474,8 @@ def test_large_blob_in_parallel_ranges_is_verified(home, bound, cli, tmp_path, m
 
 def test_luigi_targets_follow_remote_and_local_state(home, bound, cli, tmp_path):
     from disdat_luigi.chain.targets import LocalBundleTarget, RemoteBundleTarget, RunRecordTarget
-    from disdat_luigi.remotes.runs import RunRecord, RunStore
+    from disdat_luigi.runs.record import RunRecord
+    from disdat_luigi.runs.store import RunStore
 
     uuid = _added(cli, "t", _files(tmp_path / "d", {"x": b"1"}))
     target = RemoteBundleTarget(bound, "shared", uuid)

@@ -10,8 +10,8 @@ from datetime import datetime, timezone
 import pytest
 
 from disdat_luigi.errors import IntegrityError
-from disdat_luigi.remotes.runs import (FAILED, LEASE_TTL, MAX_TEXT, RUNNING, STATUSES, SUCCEEDED, Lease, RunRecord,
-                                       host_id)
+from disdat_luigi.runs.record import FAILED, MAX_TEXT, RUNNING, STATUSES, SUCCEEDED, RunRecord
+from disdat_luigi.runs.lease import LEASE_TTL, Lease, host_id
 from disdat_luigi.store.manifest import CREATED_FORMAT, check_created
 
 NODE = "a" * 32
@@ -144,12 +144,38 @@ def dead_pid() -> int:
     raise AssertionError("no free pid")
 
 
-def test_a_lease_of_this_process_is_not_stale():
+def test_a_lease_of_this_process_is_not_stale_while_it_is_renewed():
     lease = Lease.mine("Local")
     assert (lease.host, lease.pid) == (host_id(), os.getpid())
     assert lease.pid_start is not None
     assert lease.stale() is False
-    assert lease.stale(now=lease.renewed + 10 * LEASE_TTL) is False  # on this host, the process decides
+    assert lease.stale(now=lease.renewed + LEASE_TTL) is False
+    # a live process proves nothing by itself: a lease on this host must be renewed like any other
+    assert lease.stale(now=lease.renewed + LEASE_TTL + 0.01) is True
+
+
+def test_a_forged_lease_naming_this_host_and_a_long_lived_pid_blocks_for_lease_ttl_at_most():
+    """Issue 15, finding 1: a lease planted on the shared remote with this host's id (visible in every lease
+    the victim wrote) and pid 1 (whose start time is guessable) used to count as alive for ever."""
+    from disdat_luigi.runs.lease import _process_start
+
+    forged = Lease(owner="attacker", host=host_id(), pid=1, pid_start=_process_start(1), renewed=time.time())
+    assert forged.stale() is False                                   # as fresh as a real one, for now
+    assert forged.stale(now=forged.renewed + LEASE_TTL + 1) is True  # but nobody renews it
+    assert replace(forged, renewed=time.time() + 10 * LEASE_TTL).stale() is True  # a renewal "from the future"
+
+
+def test_a_waiter_judges_a_lease_by_its_changes_not_by_what_it_says():
+    """A lease whose version never changes for LEASE_TTL seconds of the waiter's clock is stale, whatever its
+    'renewed' field claims (it could claim a time just under LEASE_TTL in the future)."""
+    from disdat_luigi.runs.lease import LeaseWatch
+
+    lease = replace(Lease.mine("Local"), renewed=time.time() + LEASE_TTL - 1)
+    watch = LeaseWatch("v1", ttl=0.2)
+    assert watch.stale(lease, "v1") is False
+    time.sleep(0.25)
+    assert watch.stale(lease, "v1") is True          # no renewal seen for the ttl
+    assert watch.stale(lease, "v2") is False         # a renewal: a new version, alive again
 
 
 def test_a_lease_of_a_dead_process_on_this_host_is_stale():

@@ -1,10 +1,13 @@
 """Run history from the remote: ``dsdt runs`` (what ran, did it fail, why), ``dsdt logs``,
-``dsdt runs --clean`` (the runs whose client died: containers stopped and removed, records interrupted), and
-what ``dsdt pull NAME`` says about a non-blocking run of NAME that has not finished or has failed.
+``dsdt runs --clean`` (the runs whose client died: containers stopped and removed, records interrupted,
+leases freed), and what ``dsdt pull NAME`` says about a non-blocking run of NAME that has not finished or
+has failed.
 
-A ``running`` record is alive while its owner is: the client holding its lease, or, for a detached node
-(AWS Batch, non-blocking), its job as the backend reports it. Records are remote data: one that is
+A ``running`` record is alive while its owner is (:mod:`.owner`): the client holding its lease, or, for a
+detached node (AWS Batch), its job as the backend reports it. Records are remote data: one that is
 malformed, or names a backend this client cannot reach, is reported and skipped, never fatal for the rest.
+Reads go through bounded pools and the backend's batched checks, so a remote with thousands of records
+answers in a few round trips.
 """
 from __future__ import annotations
 
@@ -12,41 +15,47 @@ import fnmatch
 from typing import Dict, Iterator, List, Optional, Tuple
 
 from ..containers.backend import Backend, get_backend
-from ..containers.execute import clean_up_node, keep_log
 from ..display import safe
 from ..errors import DisdatError, NotFound
 from ..remotes import Remote, remote_of
-from ..remotes.runs import FAILED, FINAL, RUNNING, SUCCEEDED, TIMED_OUT, Lease, RunRecord, RunStore
 from ..store.context import Context
+from .lease import Lease
+from .owner import NodeOwner
+from .record import FINAL, RUNNING, SUCCEEDED, RunRecord
+from .store import RunStore, in_parallel
 
 
-class _Backends:
-    """Backends by name, made once each; None for one this client cannot use (its reason kept)."""
-
-    def __init__(self) -> None:
-        self._made: Dict[str, Tuple[Optional[Backend], str]] = {}
-
-    def get(self, name: str) -> Tuple[Optional[Backend], str]:
-        if name not in self._made:
-            try:
-                self._made[name] = (get_backend(name), "")
-            except DisdatError as exc:
-                self._made[name] = (None, str(exc))
-        return self._made[name]
+def _backend(name: str) -> Tuple[Optional[Backend], str]:
+    """The backend a record names, or None and why this client cannot use it."""
+    try:
+        return get_backend(name), ""
+    except DisdatError as exc:
+        return None, str(exc)
 
 
-def _alive(runs: RunStore, record: RunRecord, backends: _Backends) -> Optional[bool]:
-    """Whether a running record's owner is alive (None: cannot tell, its backend is out of reach)."""
-    if record.detached:
-        backend, _ = backends.get(record.backend)
-        if backend is None or not record.job_id:
-            return None if backend is None else False
+def _liveness(runs: RunStore, records: List[RunRecord]) -> Dict[str, Optional[bool]]:
+    """For running records: is their owner alive (None: cannot tell, its backend is out of reach)? Detached
+    ones by their jobs (checked in batches), the others by their leases (read by a bounded pool)."""
+    out: Dict[str, Optional[bool]] = {}
+    by_backend: Dict[str, Dict[str, str]] = {}
+    for r in records:
+        if r.detached:
+            if r.job_id:
+                by_backend.setdefault(r.backend, {})[r.node_id] = r.job_id
+            else:
+                out[r.node_id] = False
+    for name, hints in by_backend.items():
+        backend, _ = _backend(name)
         try:
-            return bool(backend.orphans(record.node_id, runs.where, record.job_id))
+            live = backend.live_jobs(hints, runs.where) if backend is not None else None
         except DisdatError:
-            return None
-    held = runs.lease(record.node_id)
-    return held is not None and not held[0].stale()
+            live = None
+        for node in hints:
+            out[node] = None if live is None else node in live
+    leased = [r.node_id for r in records if not r.detached]
+    for node, held in zip(leased, in_parallel(runs.lease, leased)):
+        out[node] = held is not None and not held[0].stale()
+    return out
 
 
 def _duration(record: RunRecord) -> str:
@@ -58,7 +67,6 @@ def _duration(record: RunRecord) -> str:
 
 def list_runs(ctx: Context, name: Optional[str], status: Optional[str], limit: int) -> List[str]:
     """The lines of ``dsdt runs``: a header, then one line per node record, newest first."""
-    backends = _Backends()
     with remote_of(ctx) as remote:
         runs = RunStore(remote)
         records, refused = [], []
@@ -70,17 +78,17 @@ def list_runs(ctx: Context, name: Optional[str], status: Optional[str], limit: i
         records.sort(key=lambda r: r.started, reverse=True)
         if limit:
             records = records[:limit]
-        table = [["RUN", "PIPE", "STATUS", "STARTED", "DURATION", "OUTPUT"]]
-        for r in records:
-            state = r.status
-            if state == RUNNING:
-                alive = _alive(runs, r, backends)
-                state += {True: f" (job {r.job_id})" if r.detached else "", None: " (owner unknown)",
-                          False: " (client gone: dsdt runs --clean)"}[alive]
-            output = f"{r.bundle_name} {r.output_uuid}" if r.output_uuid else r.bundle_name
-            if r.error:
-                output += f"  ({r.error[:100]})"
-            table.append([r.node_id[:12], r.pipe_cls, state, r.started[:19].replace("T", " "), _duration(r), output])
+        alive = _liveness(runs, [r for r in records if r.status == RUNNING])
+    table = [["RUN", "PIPE", "STATUS", "STARTED", "DURATION", "OUTPUT"]]
+    for r in records:
+        state = r.status
+        if state == RUNNING:
+            state += {True: f" (job {r.job_id})" if r.detached else "", None: " (owner unknown)",
+                      False: " (client gone: dsdt runs --clean)"}[alive[r.node_id]]
+        output = f"{r.bundle_name} {r.output_uuid}" if r.output_uuid else r.bundle_name
+        if r.error:
+            output += f"  ({r.error[:100]})"
+        table.append([r.node_id[:12], r.pipe_cls, state, r.started[:19].replace("T", " "), _duration(r), output])
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]) - 1)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] for row in table]
     if refused:
@@ -98,9 +106,9 @@ def log_of(ctx: Context, run_prefix: str) -> str:
         text = runs.log(node)
         if text is None:
             record = runs.current(node)
-            backend, _ = _Backends().get(record.backend) if record is not None else (None, "")
+            backend, _ = _backend(record.backend) if record is not None else (None, "")
             if record is not None and record.job_id and backend is not None:
-                keep_log(backend, runs, node, record.job_id)
+                NodeOwner(runs, node, backend).keep_log(backend.job(record.job_id))
                 text = runs.log(node)
             if text is None:
                 state = record.status if record else "unknown"
@@ -110,39 +118,43 @@ def log_of(ctx: Context, run_prefix: str) -> str:
 
 
 def clean(ctx: Context) -> Iterator[str]:
-    """Stop and remove what runs whose client died left behind (containers, leases); record them interrupted."""
+    """Stop and remove what runs whose client died left behind (containers, leases); record them interrupted.
+    Every node with a record or a lease is looked at: a lease left by nobody's run is freed too."""
     cleaned = 0
-    backends = _Backends()
     with remote_of(ctx) as remote:
         runs = RunStore(remote)
-        for node, record, _problem in runs.records():
-            if record is not None and record.detached:
+        records = {node: (record, problem) for node, record, problem in runs.records()}
+        nodes = list(dict.fromkeys([*records, *runs.leased_ids()]))
+        leases = dict(zip(nodes, in_parallel(runs.lease, nodes)))
+        for node in nodes:
+            record = records.get(node, (None, None))[0]
+            if record is not None and record.detached and record.status == RUNNING:
                 continue  # a detached job owns its node: finishing is its own business
-            held = runs.lease(node)
+            held = leases[node]
             if held is not None and not held[0].stale():
                 continue  # a live client runs it
             dead = held if held is not None and not held[0].free else None  # a released lease is nobody's
-            name = record.backend if record else "Local"
-            backend, why = backends.get(name)
+            running = record is not None and record.status == RUNNING
+            if not (running or dead is not None):
+                continue
+            backend, why = _backend(record.backend if record else dead[0].backend)  # type: ignore[index]
             if backend is None:
                 yield f"run {node[:12]}: skipped ({why})"
                 continue
-            running = record is not None and record.status == RUNNING
             try:
-                if not (running or dead is not None or backend.orphans(node, runs.where)):
-                    continue
                 # own the node first (a compare-and-swap over the dead lease), so that a run taking it over at
                 # the same moment is never cleaned up by mistake
                 mine = runs.take(node, Lease.mine(backend.name), over=held[1] if held else None)
                 if mine is None:
                     continue  # somebody took it just now: theirs to finish
-                jobs = clean_up_node(backend, runs, node, "its client died before it finished (dsdt runs --clean)")
+                jobs = NodeOwner(runs, node, backend).clean_up("its client died before it finished (dsdt runs "
+                                                               "--clean)")
                 runs.release(node, mine)
             except DisdatError as exc:
                 yield f"run {node[:12]}: skipped ({exc})"
                 continue
             cleaned += 1
-            what = f"{record.pipe_cls} -> {record.bundle_name}" if record else "no record"
+            what = f"{record.pipe_cls} -> {record.bundle_name}" if record else "no record: its lease was freed"
             removed = f", removed {', '.join(jobs)}" if jobs else ""
             yield f"run {node[:12]} ({what}): {'recorded interrupted' if running else 'cleaned'}{removed}"
     if not cleaned:
@@ -163,8 +175,7 @@ def pending_output(remote: Remote, name: str) -> Optional[str]:
             return None
     except NotFound:
         pass
-    backends = _Backends()
-    records = [_settled(runs, runs.current(node), backends) for node in nodes]
+    records = settled(runs, in_parallel(runs.current, nodes))
     root = records[-1] or root
     if root.status == SUCCEEDED:
         return root.output_uuid
@@ -174,21 +185,24 @@ def pending_output(remote: Remote, name: str) -> Optional[str]:
         raise DisdatError(f"the latest run of {name} failed{which} ({failed.node_id[:12]}, "
                           f"{failed.status.replace('_', ' ')}): {failed.error or 'no reason recorded'} "
                           f"(`dsdt logs {failed.node_id[:12]}`)")
-    backend, _ = backends.get(root.backend)
-    state = backend.status(root.job_id) if backend is not None and root.job_id else None
+    backend, _ = _backend(root.backend)
+    state = backend.job(root.job_id).status() if backend is not None and root.job_id else None
     raise DisdatError(f"{name} is not ready yet: its run {root.node_id[:12]} ({root.pipe_cls}) is "
                       f"{state or 'running'}{f' as job {root.job_id}' if root.job_id else ''}; pull again when it "
                       f"has finished (`dsdt runs {name}`)")
 
 
-def _settled(runs: RunStore, record: Optional[RunRecord], backends: _Backends) -> Optional[RunRecord]:
-    """A running detached record whose job has ended without a word (it failed before it started, say):
-    recorded with the backend's reason."""
-    if record is None or record.status != RUNNING or not record.detached or not record.job_id:
-        return record
-    backend, _ = backends.get(record.backend)
-    result = backend.finished(record.job_id) if backend is not None else None
-    if result is None or result.status == "succeeded":
-        return record
-    return runs.update_running(record.node_id, lambda r: r.finished(
-        TIMED_OUT if result.status == "timed_out" else FAILED, result.reason), record.attempt) or record
+def settled(runs: RunStore, records: List[Optional[RunRecord]]) -> List[Optional[RunRecord]]:
+    """``records``, where a running detached record's job has ended without a word (it failed before it
+    started, its dependency failed) recorded with the backend's reason. The jobs are checked in batches; only
+    the ended ones are looked at one by one."""
+    waiting = [r for r in records if r is not None and r.status == RUNNING and r.detached and r.job_id]
+    alive = _liveness(runs, waiting)
+    ended = {r.node_id: r for r in waiting if alive[r.node_id] is False}
+
+    def settle(record: RunRecord) -> Optional[RunRecord]:
+        backend, _ = _backend(record.backend)
+        return NodeOwner(runs, record.node_id, backend).settle(record) if backend is not None else record
+
+    now = dict(zip(ended, in_parallel(settle, list(ended.values()))))
+    return [now.get(r.node_id, r) if r is not None else None for r in records]

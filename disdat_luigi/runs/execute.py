@@ -1,0 +1,214 @@
+"""One node of a run, as its Luigi task sees it: run it here (a client-owned node, Local) or wait for the job
+that owns it (AWS Batch, whose jobs were submitted with the graph).
+
+**Run it** (:class:`NodeExecution`):
+
+1. **Own it** (:meth:`.owner.NodeOwner.hold`): the node's lease, or wait for its live holder and take its
+   result, or take it over from a dead one. A node that a live job owns (an AWS Batch job of a non-blocking
+   run) is waited for instead.
+2. **Record it**: the record ``running`` (attempt, backend, job id, host) before the job starts; the
+   container writes ``succeeded`` or ``failed`` last, and its own log before that.
+3. **Run it** on the backend, streaming its lines and states to the reporter.
+4. **Finish it**: keep the job's log when the container could not, release the job and the lease, and
+   record ``timed_out``, ``interrupted`` (Ctrl-C, SIGTERM, or :meth:`interrupt` from another thread) or
+   ``failed`` where the container could not. Every record update after the start is a compare-and-swap on a
+   ``running`` record of this attempt, so the container's own final record always wins.
+
+**Wait for it** (:class:`NodeAwait`): the node's live job, checked by its labels, followed through the
+backend's monitor (one poller for the whole run); a job that ends without its container's word is recorded
+with the backend's reason. Interrupting it stops the job only if this process submitted it.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from typing import Callable, Dict, Optional, Protocol
+
+from ..containers.backend import Backend, Job, JobResult, RunRequest
+from ..containers.job import NodeJob
+from ..errors import ContainerFailed, DisdatError
+from .owner import Holding, NodeOwner, new_record, shielded, sigterm_interrupts
+from .record import FAILED, INTERRUPTED, SUCCEEDED, TIMED_OUT, RunRecord
+from .store import RunStore
+
+
+class Reporter(Protocol):
+    """What a node tells its task (the task log, the scheduler, the terminal)."""
+
+    follow_lines: bool                          # stream the job's output lines (line()) as they come
+
+    def line(self, line: str) -> None: ...      # one line of the job's output
+
+    def state(self, state: str) -> None: ...    # a state worth showing (running, RUNNABLE, ...)
+
+    def job(self, job: Job) -> None: ...        # the job is known (its id, its page)
+
+
+class _Interruptible:
+    """A node's wait that another thread can stop (the run was interrupted: Ctrl-C reaches the main thread
+    only, and Luigi's worker stops its tasks through :meth:`interrupt`)."""
+
+    def __init__(self) -> None:
+        self.interrupted = threading.Event()
+        self.why = ""
+        self.job: Optional[Job] = None
+
+    def interrupt(self, why: str) -> None:
+        self.why = why
+        self.interrupted.set()
+        job = self.job
+        if job is not None and self._stops(job):
+            job.cancel(why)
+
+    def _stops(self, job: Job) -> bool:
+        return True
+
+    def _raise_if_interrupted(self) -> None:
+        if self.interrupted.is_set():
+            raise KeyboardInterrupt(self.why)
+
+
+class NodeExecution(_Interruptible):
+    """One node run here, on a backend whose client waits (see the module docstring)."""
+
+    def __init__(self, job: NodeJob, backend: Backend, runs: RunStore, image: str,
+                 secrets: Callable[[], Dict[str, str]], reporter: Reporter):
+        super().__init__()
+        self.node_job, self.backend, self.runs, self.image = job, backend, runs, image
+        self.secrets, self.reporter = secrets, reporter
+        self.node_id = job.node.node_id
+        self.owner = NodeOwner(runs, self.node_id, backend)
+
+    def execute(self) -> RunRecord:
+        """The node's succeeded record, after running it here or waiting for whoever runs it."""
+        while True:
+            self._raise_if_interrupted()
+            record = self.runs.current(self.node_id)
+            if self.runs.made_by(record):
+                return record  # type: ignore[return-value]
+            adopted = self.owner.live_job(record) if record is not None and record.detached else None
+            if adopted is not None:  # a job that owns the node (a non-blocking Batch run): wait for it
+                return NodeAwait(self.node_job, self.backend, self.runs, self.reporter).follow(adopted)
+            with self.owner.hold(self.reporter.state) as held:
+                if held is None:
+                    continue
+                record = self.runs.current(self.node_id)
+                if self.runs.made_by(record):
+                    return record  # type: ignore[return-value]
+                return self._run(held, record)
+
+    def _run(self, held: Holding, record: Optional[RunRecord]) -> RunRecord:
+        attempt = record.attempt + 1 if record else 1
+        request = self._request(attempt)
+        self.runs.write(new_record(self.node_job, self.backend.name, attempt))
+        try:
+            with sigterm_interrupts():
+                self._raise_if_interrupted()
+                self.job = job = self.backend.submit(request)
+                held.on_lost(lambda: job.cancel("lost its lease"))
+                self.runs.update_running(self.node_id, lambda r: replace(r, job_id=job.id), attempt)
+                self.reporter.job(job)
+                self._raise_if_interrupted()  # interrupted while it was starting: it was not stopped then
+                result = job.wait(self.reporter.line if self.reporter.follow_lines else None, self.reporter.state,
+                                  request.timeout)
+                self._raise_if_interrupted()
+        except KeyboardInterrupt as exc:
+            self._stop(attempt, INTERRUPTED, f"interrupted by its client ({exc or 'Ctrl-C or SIGTERM'})")
+            raise
+        except Exception as exc:
+            why = str(exc).splitlines()[0] if isinstance(exc, DisdatError) else f"{type(exc).__name__}: {exc}"
+            self._stop(attempt, FAILED, f"the {self.backend.job_word} could not run: {why}")
+            raise
+        with shielded():
+            self.owner.keep_log(job)
+            job.release()
+        if held.lost:
+            raise ContainerFailed(f"node {self.node_id[:12]} was taken over by another client while it ran here")
+        return _outcome(self.runs, self.node_id, result, attempt, self.backend.job_word)
+
+    def _stop(self, attempt: int, status: str, why: str) -> None:
+        """Stop the job (keeping its log) and record why, whatever signals come meanwhile."""
+        with shielded():
+            if self.job is not None:
+                self.owner.keep_log(self.job)
+                try:
+                    self.job.cancel(why)
+                except DisdatError:
+                    pass
+            try:
+                self.runs.update_running(self.node_id, lambda r: r.finished(status, why), attempt)
+            except DisdatError:
+                pass
+
+    def _request(self, attempt: int) -> RunRequest:
+        from ..containers.request import run_request
+
+        return run_request(self.node_job, self.image, self.secrets(), attempt=attempt,
+                           arguments=self.runs.job_arguments)
+
+
+class NodeAwait(_Interruptible):
+    """A node whose job owns it (AWS Batch), followed to its end (see the module docstring)."""
+
+    def __init__(self, job: NodeJob, backend: Backend, runs: RunStore, reporter: Reporter,
+                 submitted_here: Callable[[str], bool] = lambda job_id: False):
+        super().__init__()
+        self.node_job, self.backend, self.runs, self.reporter = job, backend, runs, reporter
+        self.node_id = job.node.node_id
+        self.owner = NodeOwner(runs, self.node_id, backend)
+        self.submitted_here = submitted_here
+
+    def _stops(self, job: Job) -> bool:
+        return self.submitted_here(job.id)  # another run's job keeps running: it is theirs to stop
+
+    def execute(self) -> RunRecord:
+        record = self.runs.current(self.node_id)
+        if self.runs.made_by(record):
+            return record  # type: ignore[return-value]
+        job = self.owner.live_job(record)
+        if job is None:
+            record = self.owner.settle(record)
+            raise ContainerFailed(f"{self.node_job.node.pipe_cls} has no live {self.backend.job_word}: "
+                                  f"{_why_not(record)}")
+        return self.follow(job)
+
+    def follow(self, job: Job) -> RunRecord:
+        self.job = job
+        self.reporter.job(job)
+        try:
+            result = job.wait(self.reporter.line if self.reporter.follow_lines else None, self.reporter.state)
+            self._raise_if_interrupted()
+        except KeyboardInterrupt as exc:
+            if self._stops(job):
+                with shielded():
+                    job.cancel(str(exc) or "interrupted")
+                    self.runs.update_running(self.node_id, lambda r: r.finished(
+                        INTERRUPTED, f"interrupted by its client ({exc or 'Ctrl-C or SIGTERM'})"))
+            raise
+        record = self.runs.current(self.node_id)
+        if self.runs.made_by(record):
+            return record  # type: ignore[return-value]
+        return _outcome(self.runs, self.node_id, result, record.attempt if record else 1, job.word,
+                        self.owner.settle(record, result))
+
+
+def _why_not(record: Optional[RunRecord]) -> str:
+    if record is None:
+        return "it was never submitted"
+    return f"its record says {record.status.replace('_', ' ')}" + (f": {record.error}" if record.error else "")
+
+
+def _outcome(runs: RunStore, node_id: str, result: JobResult, attempt: int, word: str,
+             record: Optional[RunRecord] = None) -> RunRecord:
+    """The node's final record: the container's own when it wrote one, else the backend's reason (raised as
+    ContainerFailed with the job's last lines, leading with the container's own error when it gave one)."""
+    fallback = result.reason or f"the {word} exited without writing its result"
+    if record is None or record.status not in (SUCCEEDED, FAILED, TIMED_OUT, INTERRUPTED):
+        record = runs.update_running(node_id, lambda r: r.finished(
+            TIMED_OUT if result.status == "timed_out" else FAILED, fallback), attempt)
+    if result.status == "succeeded" and record is not None and record.status == SUCCEEDED:
+        return record
+    wrote = record is not None and record.status == FAILED and record.error and record.error != fallback
+    if wrote and result.status != "timed_out":  # the entrypoint said why: lead with that
+        raise ContainerFailed(f"{record.error} ({fallback})", result.log_tail, result.exit_code)  # type: ignore
+    raise ContainerFailed(fallback, result.log_tail, result.exit_code)

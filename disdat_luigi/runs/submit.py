@@ -1,0 +1,185 @@
+"""Submit a whole graph at once to a backend that chains jobs itself (AWS Batch's ``dependsOn``): no client has
+to stay up while it runs (Disdat's non-blocking ``run``), and a client that does wait (``--wait``) follows
+the jobs instead of starting them one by one, so a run's concurrency is Batch's, not the client's.
+
+A node's job is its owner (:mod:`.owner`): the node's record, written with a compare-and-swap before its job
+is submitted, is the claim, so two clients submitting the same graph never submit a node twice (the second
+finds the first one's claim and chains to its job); a client killed mid-submit leaves claims that the next
+run adopts (the job, found by its labels) or takes over (a claim without a job, once it is old). Nodes that
+succeeded before are not submitted, nor nodes that run in a live job already; their dependents wait for that
+job. The root's output name gets a pending marker listing the run's nodes, so that ``dsdt pull NAME`` can
+wait for it or say which node failed and why.
+
+At scale, nothing is done one node after another: the graph's records are read by a bounded pool (one
+request a node, plus the output manifest of the ones that succeeded), the jobs they name are checked in
+batches (DescribeJobs, 100 a call), and every node is submitted as soon as its upstream nodes have jobs, by a
+bounded pool of submitters (a claim, one SubmitJob paced under Batch's rate by the client, the job id into the
+record). Fan-ins wider than Batch allows go through the backend's barrier jobs.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from ..containers.backend import Backend, Job
+from ..containers.job import NodeJob, NodeSpec
+from ..containers.request import run_request
+from ..errors import DisdatError
+from .owner import CLAIM_PATIENCE, NodeOwner, age
+from .record import FAILED, INTERRUPTED, RUNNING, RunRecord
+from .store import RunStore, Versioned, in_parallel, pool_size
+
+_submitted_here: Dict[str, Tuple[str, str]] = {}   # job id -> (remote, node) of the jobs this process submitted
+_submitted_lock = threading.Lock()
+
+
+def submitted_here(job_id: str) -> bool:
+    """This process submitted the job (only such jobs does it ever stop: an adopted one is another run's)."""
+    with _submitted_lock:
+        return job_id in _submitted_here
+
+
+@dataclass(frozen=True)
+class Submitted:
+    node: NodeSpec
+    job_id: Optional[str]
+    state: str          # "submitted", "already running" or "done"
+
+
+@dataclass(frozen=True)
+class NodeState:
+    record: Optional[RunRecord]
+    version: Optional[str]
+    done: bool                  # succeeded, its output on the remote
+    live: Optional[Job]         # the live job its record names (checked by its labels)
+
+
+def survey(node_ids: Sequence[str], backend: Backend, runs: RunStore) -> Dict[str, NodeState]:
+    """Every node's state, with a bounded pool of remote requests and the named jobs checked in batches."""
+    read: Dict[str, Versioned] = runs.read_many(node_ids)
+    done = runs.succeeded_among(read)
+    hints = {node: record.job_id for node, (record, _) in read.items()
+             if not done[node] and record is not None and record.status == RUNNING and record.job_id
+             and record.backend == backend.name}
+    live = backend.live_jobs(hints, runs.where) if hints else {}
+    return {node: NodeState(read[node][0], read[node][1], done[node], live.get(node)) for node in node_ids}
+
+
+def submit_graph(jobs: Sequence[Tuple[NodeJob, str]], backend: Backend, runs: RunStore,
+                 secrets: Callable[[], Dict[str, str]]) -> List[Submitted]:
+    """Submit ``jobs`` ((job, image reference), upstream first) with their dependencies; see the docstring."""
+    return _GraphSubmission(jobs, backend, runs, secrets()).run()
+
+
+class _GraphSubmission:
+    def __init__(self, jobs: Sequence[Tuple[NodeJob, str]], backend: Backend, runs: RunStore,
+                 credentials: Dict[str, str]):
+        self.jobs = {job.node.node_id: (job, image) for job, image in jobs}
+        self.order = [job.node.node_id for job, _ in jobs]
+        self.backend, self.runs, self.credentials = backend, runs, credentials
+        self.stopping = threading.Event()
+        self.mine: Dict[str, str] = {}      # node id -> job id submitted by this submission
+
+    def run(self) -> List[Submitted]:
+        states = survey(self.order, self.backend, self.runs)
+        futures: Dict[str, Future] = {}
+        pool = ThreadPoolExecutor(pool_size(), thread_name_prefix="submit")
+        try:
+            for node in self.order:  # upstream first: a node's upstream futures always start before it does
+                futures[node] = pool.submit(self._node, node, states[node], futures)
+            out = [futures[node].result() for node in self.order]
+        except BaseException as exc:
+            self.stopping.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            if isinstance(exc, KeyboardInterrupt):
+                stop_jobs(self.backend, self.runs, self.mine, f"its submission was interrupted ({exc or 'Ctrl-C'})")
+            raise
+        pool.shutdown()
+        root = self.jobs[self.order[-1]][0].node
+        self.runs.write_pending(root.bundle_name, self.order)
+        return out
+
+    def _node(self, node: str, state: NodeState, futures: Dict[str, Future]) -> Submitted:
+        job, image = self.jobs[node]
+        spec = job.node
+        if state.done:
+            return Submitted(spec, None, "done")
+        if state.live is not None:
+            return Submitted(spec, state.live.id, "already running")
+        upstream = [futures[up].result().job_id for up in dict.fromkeys(spec.upstream.values()) if up in futures]
+        owner = NodeOwner(self.runs, node, self.backend)
+        record, version = state.record, state.version
+        deadline = time.monotonic() + CLAIM_PATIENCE
+        while True:
+            if self.stopping.is_set():
+                raise KeyboardInterrupt("the submission stopped")
+            wait = self._wait_for_other(owner, record, deadline)
+            if isinstance(wait, Job):
+                return Submitted(spec, wait.id, "already running")
+            if wait:
+                time.sleep(0.5)
+                record, version = self.runs.read(node)
+                continue
+            claimed = owner.claim(job, record, version)
+            if claimed is None:  # another client wrote the record first: look at what it wrote
+                record, version = self.runs.read(node)
+                continue
+            claim, claim_version = claimed
+            try:
+                submitted = self.backend.submit(run_request(job, image, self.credentials, [j for j in upstream if j],
+                                                            claim.attempt, self.runs.job_arguments))
+            except BaseException as exc:
+                why = str(exc).splitlines()[0] if isinstance(exc, DisdatError) else f"{type(exc).__name__}: {exc}"
+                self.runs.write_if(claim.finished(FAILED, f"its {self.backend.job_word} could not be submitted: "
+                                                          f"{why}"), claim_version)
+                raise
+            with _submitted_lock:
+                _submitted_here[submitted.id] = (self.runs.where, node)
+            self.mine[node] = submitted.id
+            owner.name_job(claim, claim_version, submitted)
+            return Submitted(spec, submitted.id, "submitted")
+
+    def _wait_for_other(self, owner: NodeOwner, record: Optional[RunRecord], deadline: float):
+        """Whether another client has the node in hand: its live job (to chain to), True while it is claiming
+        or running it (look again soon), False when the node is free to claim. Past the patience, a client that
+        runs the node itself (not as a job) is an error: this graph's jobs cannot wait for it."""
+        if record is None or record.status != RUNNING:
+            return False
+        adopted = owner.live_job(record)  # also finds a job whose client died before naming it
+        if adopted is not None:
+            return adopted
+        patient = time.monotonic() < deadline
+        if record.detached:
+            return record.job_id is None and age(record) < CLAIM_PATIENCE and patient  # being submitted now
+        held = self.runs.lease(owner.node_id)
+        if held is None or held[0].stale():
+            return False
+        if not patient:
+            raise DisdatError(f"node {owner.node_id[:12]} ({record.pipe_cls}) is held by another client that runs "
+                              f"it here, not as a {self.backend.name} job: run again when it has finished")
+        return True
+
+
+def stop_submitted(backend: Backend, runs: RunStore, why: str) -> None:
+    """Stop every live job this process submitted to this remote (an interrupted ``--wait`` run)."""
+    with _submitted_lock:
+        mine = {node: job_id for job_id, (where, node) in _submitted_here.items() if where == runs.where}
+    stop_jobs(backend, runs, mine, why)
+
+
+def stop_jobs(backend: Backend, runs: RunStore, jobs: Dict[str, str], why: str) -> None:
+    """Stop the live ones of ``jobs`` (node id -> job id, submitted by this process) and record their nodes
+    interrupted (a bounded pool of requests; their dependents fail with them)."""
+    def stop(item: Tuple[str, str]) -> None:
+        node, job_id = item
+        try:
+            backend.job(job_id).cancel(why)
+            runs.update_running(node, lambda r: r.finished(INTERRUPTED, why))
+        except DisdatError:
+            pass
+
+    live = backend.live_jobs(dict(jobs), runs.where) if jobs else {}
+    in_parallel(stop, [(node, job.id) for node, job in live.items()])
