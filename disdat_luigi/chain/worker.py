@@ -48,7 +48,7 @@ class _TaskThread(worker.ContextManagedTaskProcess):
             from luigi.scheduler import FAILED
 
             try:
-                self.result_queue.put((self.task.task_id, FAILED, self.task.on_failure(exc), [], []))
+                self.result_queue.put((self.task.task_id, FAILED, f"interrupted ({exc})", [], []))
             except (ValueError, OSError):  # the worker is gone and closed its queue
                 pass
 

@@ -100,10 +100,10 @@ class Job(ABC):
 
     @abstractmethod
     def cancel(self, reason: str) -> None:
-        """Stop the job (and, for Local, remove the container): no error when it is already gone."""
+        """Stop the job (its log stays readable until it is released): no error when it has ended already."""
 
     def release(self) -> None:
-        """Forget a finished job (Local: remove its container)."""
+        """Forget a finished or stopped job (Local: remove its container)."""
 
     @property
     def tracking_url(self) -> Optional[str]:

@@ -202,21 +202,35 @@ class LocalJob(Job):
         return _ended(self.id, code, False, list(tail))
 
     def logs(self) -> List[str]:
-        """The container's output, at most its last MAX_LOG bytes (read as a stream: never all of it at once)."""
+        """The container's output, at most its last MAX_LOG bytes (read as a stream: never all of it at once);
+        [] when the engine has no more of it (the container is gone, or being removed)."""
+        import docker
+
         container = self.backend.container(self.id)
         if container is None:
             return []
         kept: Deque[bytes] = collections.deque()
         size = 0
-        for chunk in container.logs(stream=True, follow=False):
-            kept.append(chunk)
-            size += len(chunk)
-            while size > MAX_LOG and len(kept) > 1:
-                size -= len(kept.popleft())
+        try:
+            for chunk in container.logs(stream=True, follow=False):
+                kept.append(chunk)
+                size += len(chunk)
+                while size > MAX_LOG and len(kept) > 1:
+                    size -= len(kept.popleft())
+        except (docker.errors.NotFound, docker.errors.APIError):
+            pass
         return b"".join(kept)[-MAX_LOG:].decode(errors="replace").splitlines()
 
     def cancel(self, reason: str) -> None:
-        self.backend.forget(self.id)
+        """Kill the container (it stays, with its log, until it is released)."""
+        import docker
+
+        container = self.backend.container(self.id)
+        if container is not None:
+            try:
+                container.kill()
+            except (docker.errors.NotFound, docker.errors.APIError):  # not running, or gone already
+                pass
 
     def release(self) -> None:
         self.backend.forget(self.id)

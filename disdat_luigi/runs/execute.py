@@ -130,9 +130,10 @@ class NodeExecution(_Interruptible):
         """Stop the job (keeping its log) and record why, whatever signals come meanwhile."""
         with shielded():
             if self.job is not None:
-                self.owner.keep_log(self.job)
                 try:
                     self.job.cancel(why)
+                    self.owner.keep_log(self.job)
+                    self.job.release()
                 except DisdatError:
                     pass
             try:

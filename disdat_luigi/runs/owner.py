@@ -264,8 +264,9 @@ class NodeOwner:
         jobs = self.backend.jobs_of(self.node_id, self.runs.where, hint)
         with shielded():
             for job in jobs:
-                self.keep_log(job)
                 job.cancel(why)
+                self.keep_log(job)
+                job.release()
             self.runs.update_running(self.node_id, lambda r: r.finished(INTERRUPTED, why))
         return [job.id for job in jobs]
 
