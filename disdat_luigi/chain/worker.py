@@ -63,10 +63,10 @@ class _TaskThread(worker.ContextManagedTaskProcess):
     def pid(self) -> int:
         return os.getpid()
 
-    def terminate(self) -> None:
+    def terminate(self, why: str = "it ran longer than the worker's timeout") -> None:
         interrupt = getattr(self.task, "interrupt", None)
         if interrupt is not None:
-            interrupt("its run was stopped")
+            interrupt(why)
 
     def join(self, timeout: Optional[float] = None) -> None:
         self._thread.join(timeout)
@@ -96,9 +96,10 @@ class ThreadWorker(worker.Worker):
 
     def __exit__(self, type, value, traceback):
         running = list(self._running_tasks.values())
+        why = "Ctrl-C or SIGTERM" if type is not None and issubclass(type, KeyboardInterrupt) else "its run stopped"
         for process in running:
-            if process.is_alive():
-                process.terminate()
+            if isinstance(process, _TaskThread) and process.is_alive():
+                process.terminate(why)
         for process in running:
             if isinstance(process, _TaskThread):
                 process.join(JOIN_ON_EXIT)
