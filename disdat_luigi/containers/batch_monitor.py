@@ -32,6 +32,7 @@ class BatchMonitor:
         self._seen: Dict[str, dict] = {}        # job id -> its latest description
         self._unknown: set = set()              # ids Batch said it does not know
         self._round = 0
+        self._looked_at: Dict[str, int] = {}    # job id -> the latest round that asked about it
         self._refused_since: Optional[float] = None
         self._error: Optional[str] = None
         self._thread: Optional[threading.Thread] = None
@@ -54,6 +55,7 @@ class BatchMonitor:
                 self._followed[job_id] -= 1
                 if not self._followed[job_id]:
                     del self._followed[job_id]
+                    self._looked_at.pop(job_id, None)
 
     def latest(self, job_id: str) -> Optional[dict]:
         """The job's description from the latest round (None when it was never described)."""
@@ -61,14 +63,15 @@ class BatchMonitor:
             return self._seen.get(job_id)
 
     def next_round(self, job_id: str, after: int) -> Tuple[Optional[dict], int]:
-        """Wait for a round newer than ``after``; the job's description then (None: Batch does not know it)
-        and that round's number. Raises when Batch has refused every round for GIVE_UP seconds."""
+        """Wait for a round newer than ``after`` that asked about the job; its description then (None: Batch
+        does not know it) and that round's number. Raises when Batch has refused every round for GIVE_UP
+        seconds."""
         with self._cond:
-            while self._round <= after:
+            while self._looked_at.get(job_id, 0) <= after:
                 self._cond.wait(POLL_REFUSED_MAX)
             if self._error and self._refused_since and time.monotonic() - self._refused_since > GIVE_UP:
                 raise RemoteError(f"AWS Batch has not answered for {GIVE_UP:.0f} s: {self._error}")
-            return (None if job_id in self._unknown else self._seen.get(job_id)), self._round
+            return (None if job_id in self._unknown else self._seen.get(job_id)), self._looked_at[job_id]
 
     def _poll(self) -> None:
         interval = POLL_FIRST
@@ -94,6 +97,7 @@ class BatchMonitor:
                     self._refused_since = time.monotonic()
                 self._error = error
                 self._round += 1
+                self._looked_at.update((job_id, self._round) for job_id in ids)
                 self._cond.notify_all()
             changed = any(before[job_id] != job.get("status") for job_id, job in described.items())
             if error is not None:

@@ -26,13 +26,10 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
-import fcntl
-import hashlib
 import json
 import os
 import signal
 import sys
-import termios
 import threading
 import traceback
 from pathlib import Path
@@ -87,14 +84,15 @@ def _hint(exc: Exception) -> str:
 
 class LogTee:
     """stdout and stderr (file descriptors 1 and 2, so child processes too) through pipes: every byte goes on
-    to where it went before, and the last ``keep`` bytes of both are kept, in the order they came."""
+    to where it went before, and the last ``keep`` bytes of both are kept, in the order they came, until
+    :meth:`stop` puts the file descriptors back and returns them."""
 
     def __init__(self, keep: int = MAX_LOG):
         self.keep = keep
         self._kept: Deque[bytes] = collections.deque()
         self._size = 0
         self._lock = threading.Lock()
-        self._pipes: List[int] = []
+        self._originals: List[int] = []
         self._pumps: List[threading.Thread] = []
         sys.stdout.flush()
         sys.stderr.flush()
@@ -103,45 +101,40 @@ class LogTee:
             read, write = os.pipe()
             os.dup2(write, fd)
             os.close(write)
-            self._pipes.append(read)
+            self._originals.append(original)
             pump = threading.Thread(target=self._pump, args=(read, original), daemon=True, name=f"tee-{fd}")
             pump.start()
             self._pumps.append(pump)
 
     def _pump(self, read: int, original: int) -> None:
-        while True:
-            chunk = os.read(read, 1 << 16)
-            if not chunk:
-                return
-            view = memoryview(chunk)
-            while view:
-                view = view[os.write(original, view):]
-            with self._lock:
-                self._kept.append(chunk)
-                self._size += len(chunk)
-                while self._size - len(self._kept[0]) >= self.keep:
-                    self._size -= len(self._kept.popleft())
+        with os.fdopen(read, "rb", buffering=0) as pipe:
+            while True:
+                chunk = pipe.read(1 << 16)
+                if not chunk:
+                    return
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(original, view):]
+                with self._lock:
+                    self._kept.append(chunk)
+                    self._size += len(chunk)
+                    while self._size - len(self._kept[0]) >= self.keep:
+                        self._size -= len(self._kept.popleft())
 
-    def text(self) -> bytes:
-        """What was written so far (its last ``keep`` bytes), once the pipes are drained."""
+    def stop(self) -> bytes:
+        """Put stdout and stderr back, and return what went through them (its last ``keep`` bytes). A child
+        process that still holds a pipe (left running in the background) is not waited for long."""
         sys.stdout.flush()
         sys.stderr.flush()
-        for _ in range(200):  # the pumps read within microseconds: wait until nothing is left in the pipes
-            if all(_pending(fd) == 0 for fd in self._pipes):
-                break
-            threading.Event().wait(0.01)
+        for fd, original in zip((1, 2), self._originals):
+            os.dup2(original, fd)   # closes our end of the pipe: its pump reads to the end, then stops
+        for pump in self._pumps:
+            pump.join(2)
         with self._lock:
             data = b"".join(self._kept)
         if len(data) > self.keep:
             return b"(the log's first bytes are not kept)\n" + data[-self.keep:]
         return data
-
-
-def _pending(fd: int) -> int:
-    """Bytes waiting in a pipe (FIONREAD)."""
-    buf = bytearray(4)
-    fcntl.ioctl(fd, termios.FIONREAD, buf)
-    return int.from_bytes(buf, sys.byteorder)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -170,7 +163,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             """The log, then the final record of this attempt (never over a newer attempt or a record already
             final)."""
             with contextlib.suppress(Exception):
-                runs.write_log(job.node.node_id, tee.text())
+                runs.write_log(job.node.node_id, tee.stop())
             record = runs.update_running(job.node.node_id, lambda r: r.finished(status, error, **changes),
                                          attempt=job.attempt)
             if record is None or record.attempt != job.attempt or record.status != status:

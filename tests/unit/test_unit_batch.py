@@ -1,0 +1,140 @@
+"""AWS Batch's limits kept by our own code, without a server: fan-ins through barrier jobs (at most 20
+dependencies a job), the pace of calls (the account's 50 a second), and the one monitor that follows every
+job of a run (100 ids a DescribeJobs call, at most one round a second, slower while nothing changes).
+
+The monitor is driven by a stand-in for BatchClient that answers from a dict: what is tested is our own
+scheduling of calls, not AWS (tests/batch/ runs the real thing on moto, behind a proxy that enforces AWS's
+limits)."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from disdat_luigi.containers.aws_batch import barrier_layers
+from disdat_luigi.containers.batch_client import MAX_DEPENDS_ON, BatchClient, Pacer
+from disdat_luigi.containers.batch_monitor import BatchMonitor
+from disdat_luigi.errors import DisdatError
+
+
+@pytest.mark.parametrize("width, barriers", [(0, 0), (1, 0), (20, 0), (21, 2), (60, 3), (400, 20), (401, 21 + 2),
+                                             (1000, 50 + 3)])
+def test_a_fan_in_goes_through_as_few_barrier_layers_as_it_needs(width, barriers):
+    made = []
+
+    def barrier(level, index, jobs):
+        assert 1 <= len(jobs) <= MAX_DEPENDS_ON
+        made.append((level, index, list(jobs)))
+        return f"b{level}-{index}"
+
+    upstream = [f"j{i}" for i in range(width)]
+    top = barrier_layers(upstream, barrier)
+    assert len(top) <= MAX_DEPENDS_ON
+    assert len(made) == barriers
+    # every upstream job is waited for exactly once, through exactly one chain of barriers
+    waited = [j for _, _, jobs in made for j in jobs if j.startswith("j")] + [j for j in top if j.startswith("j")]
+    assert sorted(waited) == sorted(upstream)
+
+
+def test_a_job_over_the_dependency_limit_is_refused_before_anything_is_sent():
+    client = BatchClient()
+    client._batch = lambda *a, **k: pytest.fail("nothing may be sent")  # type: ignore[method-assign]
+    with pytest.raises(DisdatError, match="would depend on 21 jobs; AWS Batch allows 20"):
+        client.submit("n", "q", "d", [], {}, [f"j{i}" for i in range(21)], {})
+
+
+def test_a_request_over_30_kib_is_refused_before_anything_is_sent():
+    client = BatchClient()
+    client._batch = lambda *a, **k: pytest.fail("nothing may be sent")  # type: ignore[method-assign]
+    with pytest.raises(DisdatError, match="AWS Batch takes at most 30720"):
+        client.submit("n", "q", "d", ["x" * 31000], {}, [], {})
+
+
+def test_the_pacer_spreads_calls_from_every_thread():
+    pacer = Pacer(50)
+    stamps = []
+    lock = threading.Lock()
+
+    def call():
+        for _ in range(20):
+            pacer.wait()
+            with lock:
+                stamps.append(time.monotonic())
+
+    threads = [threading.Thread(target=call) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stamps.sort()
+    # whatever the threads did, any 51 calls in a row span a second (less a few ms of this machine's jitter
+    # between a call's slot and the moment the thread records it): never more than 50 in a second
+    assert min(b - a for a, b in zip(stamps, stamps[50:])) >= 1.0 - 0.005
+
+
+class FakeBatch(BatchClient):
+    """The real client, its API calls answered from ``jobs`` (id -> status): each DescribeJobs call is
+    counted with the number of ids it asked about."""
+
+    def __init__(self, jobs):
+        super().__init__()
+        self.jobs = jobs
+        self.calls_made = []
+
+    def _batch(self, operation, **kwargs):
+        assert operation == "describe_jobs"
+        self.calls_made.append((time.monotonic(), len(kwargs["jobs"])))
+        return {"jobs": [{"jobId": i, "status": self.jobs[i]} for i in kwargs["jobs"] if i in self.jobs]}
+
+
+def test_one_monitor_follows_many_jobs_in_rounds_of_a_few_calls():
+    fake = FakeBatch({f"job{i}": "RUNNING" for i in range(250)})
+    monitor = BatchMonitor(fake)  # type: ignore[arg-type]
+    seen = {}
+
+    def waiter(job_id):
+        with monitor.following(job_id):
+            state, rnd = None, 0
+            while state != "SUCCEEDED":
+                job, rnd = monitor.next_round(job_id, rnd)
+                state = job["status"]
+            seen[job_id] = rnd
+
+    threads = [threading.Thread(target=waiter, args=(f"job{i}",)) for i in range(250)]
+    for t in threads:
+        t.start()
+    time.sleep(2.5)
+    for i in range(250):
+        fake.jobs[f"job{i}"] = "SUCCEEDED"
+    for t in threads:
+        t.join(30)
+    assert len(seen) == 250
+    sizes = [n for _, n in fake.calls_made]
+    assert max(sizes) <= 100                                   # DescribeJobs takes 100 ids a call
+    stamps = [t for t, _ in fake.calls_made]
+    rounds = [stamps[0]] + [b for a, b in zip(stamps, stamps[1:]) if b - a > 0.5]
+    assert all(b - a >= 0.95 for a, b in zip(rounds, rounds[1:]))   # at most one round a second
+    assert len(fake.calls_made) <= 3 * len(rounds)                  # 250 jobs: three calls a round, not 250
+
+
+def test_the_monitor_slows_down_while_nothing_changes_and_stops_with_its_last_waiter(monkeypatch):
+    from disdat_luigi.containers import batch_monitor
+
+    monkeypatch.setattr(batch_monitor, "POLL_FIRST", 0.1)   # the same schedule, ten times faster
+    monkeypatch.setattr(batch_monitor, "POLL_MAX", 1.0)
+    fake = FakeBatch({"a": "RUNNING"})
+    monitor = BatchMonitor(fake)  # type: ignore[arg-type]
+    with monitor.following("a"):
+        time.sleep(0.8)
+    calls = len(fake.calls_made)
+    assert 3 <= calls <= 6   # 0.1 s, then 0.15, 0.225, 0.34 ... not one every 0.1 s
+    time.sleep(0.5)
+    assert len(fake.calls_made) <= calls + 1  # nobody follows a job: no more calls
+
+
+def test_a_job_batch_does_not_know_is_reported_as_such():
+    monitor = BatchMonitor(FakeBatch({}))  # type: ignore[arg-type]
+    with monitor.following("gone"):
+        job, _ = monitor.next_round("gone", 0)
+    assert job is None
