@@ -14,6 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -309,6 +310,118 @@ def _remote_keys(url: str) -> list:
 
     with open_remote(url, "shared") as remote:
         return sorted(remote.store.list(""))
+
+
+# -- AWS Batch on moto ---------------------------------------------------------------------------------------
+LONG_KEY, LONG_SECRET = "AKIALONGTERMHOSTKEY0", "long-term-host-secret-never-in-a-job"
+TOKEN = ("--use-aws-session-token", "900")
+
+
+@pytest.fixture(scope="session")
+def batch_queue(moto_url):
+    """An UNMANAGED compute environment and a job queue on moto, once per test session."""
+    import boto3
+
+    kw = dict(endpoint_url=moto_url, region_name="us-east-1", aws_access_key_id=LONG_KEY,
+              aws_secret_access_key=LONG_SECRET)
+    role = boto3.client("iam", **kw).create_role(RoleName="disdat-batch", AssumeRolePolicyDocument="{}")["Role"]
+    batch = boto3.client("batch", **kw)
+    env = batch.create_compute_environment(computeEnvironmentName="disdat-ce", type="UNMANAGED", state="ENABLED",
+                                           serviceRole=role["Arn"])["computeEnvironmentArn"]
+    batch.create_job_queue(jobQueueName="disdat-queue", state="ENABLED", priority=1,
+                           computeEnvironmentOrder=[{"order": 1, "computeEnvironment": env}])
+    yield "disdat-queue"
+    _remove_job_containers(batch)
+
+
+def _remove_job_containers(batch) -> None:
+    """moto runs each job in a container named after the job's id; a job still running when the session ends
+    (or moto itself stopping) can leave its container behind: remove exactly those of this session's jobs."""
+    import docker
+
+    ids = [j["jobId"] for status in ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING", "SUCCEEDED",
+                                     "FAILED")
+           for j in batch.list_jobs(jobQueue="disdat-queue", jobStatus=status)["jobSummaryList"]]
+    for job_id in ids:
+        batch.terminate_job(jobId=job_id, reason="the test session ends")
+    client = docker.from_env()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        left = [c for c in client.containers.list(all=True, ignore_removed=True) if any(i in c.name for i in ids)]
+        if not any(c.status == "running" for c in left):
+            break
+        time.sleep(1)
+    for container in left:
+        try:
+            container.remove(force=True)
+        except docker.errors.APIError:
+            pass
+
+
+@pytest.fixture(scope="session")
+def batch_proxy(moto_url):
+    """scripts/aws_proxy.py in front of moto, refusing what AWS refuses (20 dependencies a job, 30 KiB a
+    SubmitJob, 100 ids a DescribeJobs, 50 Batch calls a second, CloudWatch's read rate): dsdt talks to AWS
+    through it, the tests' own checks go to moto directly."""
+    import aws_proxy
+
+    with aws_proxy.aws_proxy(moto_url, enforce_limits=True) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def aws(moto_url, batch_proxy, batch_queue, monkeypatch, home, cli, test_pipes_image, pipe_root):
+    """dsdt pointed at moto (through the limits proxy) with long-lived host keys, a fresh bucket bound as the
+    remote; returns a Batch client of the test's own (straight to moto) and the remote URL. Every AWS limit
+    dsdt broke during the test fails it."""
+    import boto3
+
+    pipe_root(TEST_PIPES)
+    for name, value in (("AWS_ENDPOINT_URL", batch_proxy.url), ("AWS_ACCESS_KEY_ID", LONG_KEY),
+                        ("AWS_SECRET_ACCESS_KEY", LONG_SECRET), ("AWS_DEFAULT_REGION", "us-east-1"),
+                        ("DISDAT_RUN_AWS_BATCH_QUEUE", batch_queue), ("DISDAT_RUN_BACKEND", "AWSBatch")):
+        monkeypatch.setenv(name, value)
+    bucket = f"batch-{uuid.uuid4().hex[:10]}"
+    boto3.client("s3", endpoint_url=moto_url).create_bucket(Bucket=bucket)
+    assert cli("remote", "shared", f"s3://{bucket}/r").code == 0
+    batch_proxy.reset()
+    yield boto3.client("batch", endpoint_url=moto_url), f"s3://{bucket}/r"
+    assert batch_proxy.violations() == []
+
+
+def run_batch(*args, **kw):
+    return run_dsdt("run", *args, cwd=REPO, **kw)
+
+
+def batch_records(url):
+    from disdat_luigi.remotes import open_remote
+    from disdat_luigi.runs.store import RunStore
+
+    with open_remote(url, "shared") as remote:
+        runs = RunStore(remote)
+        return {r.bundle_name: r for _, r, _ in runs.records() if r is not None}
+
+
+def _killed_after_submitting(tmp_path, *args):
+    """Start `dsdt run *args` and kill -9 it right after it submitted its job, before it names the job in the
+    node's record (its second write of a record blocks, by DISDAT_FAULT); returns the node's record then."""
+    hit = tmp_path / "hit"
+    env = dict(os.environ, DISDAT_FAULT="put:context/shared/runs/:2", DISDAT_FAULT_SIGNAL=str(hit))
+    proc = subprocess.Popen([DSDT, "run", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_until(hit.exists, 60), proc.communicate(timeout=5) if proc.poll() is not None else "no fault"
+    finally:
+        proc.kill()
+        proc.communicate()
+    return proc
+
+
+def _jobs_of(batch, node_id):
+    return {j["jobId"]: j["status"] for j in batch.list_jobs(
+        jobQueue="disdat-queue", filters=[{"name": "JOB_NAME", "values": [f"disdat-{node_id[:12]}-*"]}])[
+        "jobSummaryList"]}
+
 
 
 # -- shared by the container tests ------------------------------------------------------------------

@@ -170,7 +170,7 @@ def run(options: RunOptions) -> RunPlan:
         return _build_until_done(task, plan, workers, url)
     except KeyboardInterrupt:
         if plan.chains and plan.wait:  # the jobs this run submitted stop with it
-            _stop_jobs(plan, "its run was interrupted (Ctrl-C or SIGTERM)")
+            _stop_jobs(plan, "interrupted by its client (Ctrl-C or SIGTERM)")
         raise
     finally:
         if plan.chains and plan.wait:

@@ -181,7 +181,7 @@ class ExecuteContainer(_OnRemote):
         from ..runs.execute import NodeAwait, NodeExecution
         from ..runs.owner import die_with_parent, in_worker_process
         from ..runs.store import RunStore
-        from ..runs.submit import submitted_here
+        from ..runs.submit import submitted_here, verified_job
 
         die_with_parent()
         plan, backend = self.plan, get_backend(self.plan.backend)
@@ -191,7 +191,7 @@ class ExecuteContainer(_OnRemote):
         runs = RunStore(shared_remote(self.remote, self.remote_context))
         job = plan.job(self.node_id)
         if plan.chains:
-            self._execution = NodeAwait(job, backend, runs, reporter, submitted_here)
+            self._execution = NodeAwait(job, backend, runs, reporter, submitted_here, verified_job)
         else:
             self._execution = NodeExecution(job, backend, runs, plan.node(self.node_id).image, lambda: credentials_for(
                 plan.remote_url, plan.session_token_seconds, backend.long_lived_keys_allowed), reporter)
@@ -281,6 +281,12 @@ class SubmitGraph(_OnRemote):
         return [input_task(plan)]
 
     def complete(self) -> bool:
+        """(Once true, it stays true for this process: every node's task asks it before it starts.)"""
+        if not getattr(self, "_complete", False):
+            self._complete = self._check()
+        return self._complete
+
+    def _check(self) -> bool:
         from ..containers.backend import get_backend
         from ..runs.store import RunStore
         from ..runs.submit import survey
@@ -309,6 +315,7 @@ class SubmitGraph(_OnRemote):
         submitted = submit_graph(jobs, backend, RunStore(shared_remote(self.remote, self.remote_context)),
                                  lambda: credentials_for(plan.remote_url, plan.session_token_seconds,
                                                          backend.long_lived_keys_allowed))
+        self._complete = True
         for s in submitted:
             logger.info("node %s %s: %s%s", s.node.node_id[:12], s.node.pipe_cls, s.state,
                         f" as job {s.job_id}" if s.job_id else "")

@@ -231,8 +231,8 @@ def _run(job: NodeJob, remote, runs) -> tuple:
             raise DisdatError(f"upstream {dep} (node {node.upstream[dep][:12]}) has not succeeded: "
                               f"{'no record' if up is None else up.status}")
 
-    def pull_upstream(dep: str):
-        bundle, stats = pull(ctx, remote, records[dep].output_uuid, quiet=True)
+    def pull_upstream(dep: str):  # each pull with a context of its own: an index connection is one thread's
+        bundle, stats = pull(home.context("run"), remote, records[dep].output_uuid, quiet=True)
         print(f"dsdt-entrypoint: pulled {dep}: {bundle.name} {bundle.uuid} ({stats.files} files)", flush=True)
         return bundle
 

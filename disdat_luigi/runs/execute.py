@@ -28,7 +28,7 @@ from ..containers.backend import Backend, Job, JobResult, RunRequest
 from ..containers.job import NodeJob
 from ..errors import ContainerFailed, DisdatError
 from .owner import Holding, NodeOwner, new_record, shielded, sigterm_interrupts
-from .record import FAILED, INTERRUPTED, SUCCEEDED, TIMED_OUT, RunRecord
+from .record import FAILED, INTERRUPTED, RUNNING, SUCCEEDED, TIMED_OUT, RunRecord
 from .store import RunStore
 
 
@@ -58,7 +58,7 @@ class _Interruptible:
         self.interrupted.set()
         job = self.job
         if job is not None and self._stops(job):
-            job.cancel(why)
+            job.cancel(interrupted(why))
 
     def _stops(self, job: Job) -> bool:
         return True
@@ -113,7 +113,7 @@ class NodeExecution(_Interruptible):
                                   request.timeout)
                 self._raise_if_interrupted()
         except KeyboardInterrupt as exc:
-            self._stop(attempt, INTERRUPTED, f"interrupted by its client ({exc or 'Ctrl-C or SIGTERM'})")
+            self._stop(attempt, INTERRUPTED, interrupted(str(exc)))
             raise
         except Exception as exc:
             why = str(exc).splitlines()[0] if isinstance(exc, DisdatError) else f"{type(exc).__name__}: {exc}"
@@ -152,12 +152,13 @@ class NodeAwait(_Interruptible):
     """A node whose job owns it (AWS Batch), followed to its end (see the module docstring)."""
 
     def __init__(self, job: NodeJob, backend: Backend, runs: RunStore, reporter: Reporter,
-                 submitted_here: Callable[[str], bool] = lambda job_id: False):
+                 submitted_here: Callable[[str], bool] = lambda job_id: False,
+                 verified: Callable[[str, str], Optional[str]] = lambda where, node_id: None):
         super().__init__()
         self.node_job, self.backend, self.runs, self.reporter = job, backend, runs, reporter
         self.node_id = job.node.node_id
         self.owner = NodeOwner(runs, self.node_id, backend)
-        self.submitted_here = submitted_here
+        self.submitted_here, self.verified = submitted_here, verified
 
     def _stops(self, job: Job) -> bool:
         return self.submitted_here(job.id)  # another run's job keeps running: it is theirs to stop
@@ -166,7 +167,11 @@ class NodeAwait(_Interruptible):
         record = self.runs.current(self.node_id)
         if self.runs.made_by(record):
             return record  # type: ignore[return-value]
-        job = self.owner.live_job(record)
+        named = record.job_id if record is not None and record.status == RUNNING else None
+        if named is not None and self.verified(self.runs.where, self.node_id) == named:
+            job: Optional[Job] = self.backend.job(named)  # checked with the graph's other jobs, in batches
+        else:
+            job = self.owner.live_job(record)
         if job is None:
             record = self.owner.settle(record)
             raise ContainerFailed(f"{self.node_job.node.pipe_cls} has no live {self.backend.job_word}: "
@@ -182,15 +187,19 @@ class NodeAwait(_Interruptible):
         except KeyboardInterrupt as exc:
             if self._stops(job):
                 with shielded():
-                    job.cancel(str(exc) or "interrupted")
-                    self.runs.update_running(self.node_id, lambda r: r.finished(
-                        INTERRUPTED, f"interrupted by its client ({exc or 'Ctrl-C or SIGTERM'})"))
+                    job.cancel(interrupted(str(exc)))
+                    self.runs.update_running(self.node_id, lambda r: r.finished(INTERRUPTED, interrupted(str(exc))))
             raise
         record = self.runs.current(self.node_id)
         if self.runs.made_by(record):
             return record  # type: ignore[return-value]
         return _outcome(self.runs, self.node_id, result, record.attempt if record else 1, job.word,
                         self.owner.settle(record, result))
+
+
+def interrupted(why: str) -> str:
+    """What an interrupted node's record (and its stopped job) says."""
+    return f"interrupted by its client ({why or 'Ctrl-C or SIGTERM'})"
 
 
 def _why_not(record: Optional[RunRecord]) -> str:

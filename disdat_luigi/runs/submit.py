@@ -33,7 +33,20 @@ from .record import FAILED, INTERRUPTED, RUNNING, RunRecord
 from .store import RunStore, Versioned, in_parallel, pool_size
 
 _submitted_here: Dict[str, Tuple[str, str]] = {}   # job id -> (remote, node) of the jobs this process submitted
+_verified: Dict[Tuple[str, str], str] = {}          # (remote, node) -> its job, checked by its labels here
 _submitted_lock = threading.Lock()
+
+
+def verified_job(where: str, node_id: str) -> Optional[str]:
+    """The job this process submitted for the node, or found live and labelled for it (a graph's worth of
+    checks was made in batches: the node's task need not check its job again, one call a node)."""
+    with _submitted_lock:
+        return _verified.get((where, node_id))
+
+
+def _verify(where: str, jobs: Dict[str, str]) -> None:
+    with _submitted_lock:
+        _verified.update(((where, node), job_id) for node, job_id in jobs.items())
 
 
 def submitted_here(job_id: str) -> bool:
@@ -65,6 +78,7 @@ def survey(node_ids: Sequence[str], backend: Backend, runs: RunStore) -> Dict[st
              if not done[node] and record is not None and record.status == RUNNING and record.job_id
              and record.backend == backend.name}
     live = backend.live_jobs(hints, runs.where) if hints else {}
+    _verify(runs.where, {node: job.id for node, job in live.items()})
     return {node: NodeState(read[node][0], read[node][1], done[node], live.get(node)) for node in node_ids}
 
 
@@ -118,6 +132,7 @@ class _GraphSubmission:
                 raise KeyboardInterrupt("the submission stopped")
             wait = self._wait_for_other(owner, record, deadline)
             if isinstance(wait, Job):
+                _verify(self.runs.where, {node: wait.id})
                 return Submitted(spec, wait.id, "already running")
             if wait:
                 time.sleep(0.5)
@@ -138,6 +153,7 @@ class _GraphSubmission:
                 raise
             with _submitted_lock:
                 _submitted_here[submitted.id] = (self.runs.where, node)
+                _verified[(self.runs.where, node)] = submitted.id
             self.mine[node] = submitted.id
             owner.name_job(claim, claim_version, submitted)
             return Submitted(spec, submitted.id, "submitted")
