@@ -402,7 +402,7 @@ def batch_records(url):
         return {r.bundle_name: r for _, r, _ in runs.records() if r is not None}
 
 
-def _killed_after_submitting(tmp_path, *args):
+def killed_after_submitting(tmp_path, *args):
     """Start `dsdt run *args` and kill -9 it right after it submitted its job, before it names the job in the
     node's record (its second write of a record blocks, by DISDAT_FAULT); returns the node's record then."""
     hit = tmp_path / "hit"
@@ -417,7 +417,7 @@ def _killed_after_submitting(tmp_path, *args):
     return proc
 
 
-def _jobs_of(batch, node_id):
+def jobs_of(batch, node_id):
     return {j["jobId"]: j["status"] for j in batch.list_jobs(
         jobQueue="disdat-queue", filters=[{"name": "JOB_NAME", "values": [f"disdat-{node_id[:12]}-*"]}])[
         "jobSummaryList"]}

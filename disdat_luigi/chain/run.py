@@ -141,7 +141,8 @@ def build(task, workers: int, url: Optional[str]):
     plan = task.plan()
     completion.survey(plan.remote_url, plan.remote_context, [n.spec.node_id for n in plan.nodes])
     kwargs = dict(local_scheduler=True) if url is None else dict(scheduler_url=url)
-    return luigi.build([task], workers=workers, detailed_summary=True, worker_scheduler_factory=WorkerSchedulerFactory(),
+    return luigi.build([task], workers=workers, detailed_summary=True,
+                       worker_scheduler_factory=WorkerSchedulerFactory(),
                        log_level=config.get_config().get("core", "log_level", fallback="INFO"), **kwargs)
 
 

@@ -186,9 +186,10 @@ class NodeAwait(_Interruptible):
             self._raise_if_interrupted()
         except KeyboardInterrupt as exc:
             if self._stops(job):
+                why = interrupted(str(exc))
                 with shielded():
-                    job.cancel(interrupted(str(exc)))
-                    self.runs.update_running(self.node_id, lambda r: r.finished(INTERRUPTED, interrupted(str(exc))))
+                    job.cancel(why)
+                    self.runs.update_running(self.node_id, lambda r: r.finished(INTERRUPTED, why))
             raise
         record = self.runs.current(self.node_id)
         if self.runs.made_by(record):

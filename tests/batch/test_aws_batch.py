@@ -5,7 +5,6 @@ account. The registry test pushes for real, to Debian's docker-registry on 127.0
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import signal
@@ -13,11 +12,13 @@ import subprocess
 import time
 import uuid
 
-import pytest
 
-from conftest import (DSDT, LONG_KEY, LONG_SECRET, REPO, TEST_PIPES, TOKEN, assert_user_error, batch_records as _records,
-                      jobs_of as _jobs_of, killed_after_submitting as _killed_after_submitting, run_batch as _run,
-                      run_dsdt, snapshot, wait_until)
+from conftest import DSDT, LONG_KEY, LONG_SECRET, REPO, TEST_PIPES, TOKEN, assert_user_error
+from conftest import batch_records as _records
+from conftest import jobs_of as _jobs_of
+from conftest import killed_after_submitting as _killed_after_submitting
+from conftest import run_batch as _run
+from conftest import run_dsdt, snapshot
 
 
 
