@@ -139,7 +139,8 @@ def build(task, workers: int, url: Optional[str]):
 
     luigi_defaults()
     plan = task.plan()
-    completion.survey(plan.remote_url, plan.remote_context, [n.spec.node_id for n in plan.nodes])
+    if not task.complete():  # an up-to-date rerun asks nothing of the remote
+        completion.survey(plan.remote_url, plan.remote_context, [n.spec.node_id for n in plan.nodes])
     kwargs = dict(local_scheduler=True) if url is None else dict(scheduler_url=url)
     return luigi.build([task], workers=workers, detailed_summary=True,
                        worker_scheduler_factory=WorkerSchedulerFactory(),

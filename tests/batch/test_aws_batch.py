@@ -286,12 +286,12 @@ def test_a_job_that_fails_before_it_starts_says_it_has_no_log(aws):
     request = RunRequest(image="disdat-no-such-image:never", args=["--job", "{}"], environment={}, secrets={},
                          name="x", family="nosuch", remote_url=aws[1],
                          labels={"disdat.node_id": "0123456789abcdef0123456789abcdef"})
-    job_id = backend.submit(request)
+    job = backend.submit(request)
     states = []
-    result = backend.wait(job_id, on_line=lambda line: None, on_status=states.append)
+    result = job.wait(on_line=lambda line: None, on_status=states.append)
     assert result.status == "failed" and states[-1] == "FAILED"
     assert result.reason.endswith("the job has no log stream: it failed before it started")
-    assert result.log_tail == [] and backend.logs(job_id) == []
+    assert result.log_tail == [] and job.logs() == [] and job.result() == result
 
 
 def test_detached_jobs_are_owned_by_their_jobs_not_a_client(aws, home):
