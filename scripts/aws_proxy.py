@@ -6,7 +6,8 @@ limits passes every local test and fails on a real account. This proxy forwards 
 (method, path, headers with the signed ``Host``, bodies streamed in chunks) and can
 
 - add a fixed latency to every request, as a round trip to an AWS region does;
-- count the requests by AWS operation (``batch:SubmitJob``, ``logs:GetLogEvents``, ``s3:PUT`` ...);
+- count the requests by AWS operation (``batch:SubmitJob``, ``logs:GetLogEvents``, ``s3:PUT`` ...), and
+  luigid's RPCs (``luigi:get_work`` ...) when it stands in front of a central scheduler;
 - enforce AWS's documented limits (``enforce_limits=True``): a request over one is answered as AWS answers it
   (its status code and a JSON error body that botocore parses into a ``ClientError`` with AWS's error code)
   and never reaches the emulator, and each refusal is listed in ``violations()``.
@@ -148,6 +149,8 @@ def operation_name(method: str, path: str, headers: Mapping[str, str], body: byt
         if route.startswith("/v1/tags/"):
             return "batch:" + BATCH_TAG_OPERATIONS.get(method, method)
         return "batch:" + BATCH_PATHS.get(route, route)
+    if service == "s3" and "Authorization" not in headers and parts.path.startswith("/api/"):
+        return "luigi:" + parts.path[len("/api/"):]  # luigid's RPCs, unsigned: the scale bench counts them too
     if service == "s3":
         return f"s3:{method}"
     form = parts.query

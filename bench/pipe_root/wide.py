@@ -41,7 +41,7 @@ class Sink(PipeTask):
             self.add_dependency(f"part{i}", Part, {"i": i, "hold": self.hold})
 
     def pipe_run(self, **parts):
-        return sum(parts.values())
+        return sum(v for k, v in parts.items() if k.startswith("part"))  # **kwargs also gets pipeline_input
 
 
 class Nap(PipeTask):
@@ -62,4 +62,4 @@ class Naps(PipeTask):
             self.add_dependency(f"nap{i}", Nap, {"i": i, "seconds": self.seconds})
 
     def pipe_run(self, **naps):
-        return sum(naps.values())
+        return sum(v for k, v in naps.items() if k.startswith("nap"))

@@ -44,4 +44,4 @@ class Join(PipeTask):
             self.add_dependency(f"part{i}", Part, params)
 
     def pipe_run(self, **parts):
-        return sum(parts.values())
+        return sum(v for k, v in parts.items() if k.startswith("part"))  # **kwargs also gets pipeline_input

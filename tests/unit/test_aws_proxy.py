@@ -329,13 +329,15 @@ def test_counts_and_calls_name_aws_operations(upstream):
             "Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
             "Authorization": "AWS4-HMAC-SHA256 Credential=K/20240101/us-east-1/sts/aws4_request, SignedHeaders=host"})
         conn.getresponse().read()
+        conn.request("POST", "/api/get_work", body="data=%7B%7D")   # luigid's RPC, unsigned
+        conn.getresponse().read()
         conn.close()
         assert proxy.counts() == {
             "batch:SubmitJob": 1, "batch:DescribeJobs": 2, "batch:ListJobs": 1, "batch:TerminateJob": 1,
             "batch:RegisterJobDefinition": 1, "batch:DescribeJobDefinitions": 1, "batch:DescribeJobQueues": 1,
             "batch:CreateComputeEnvironment": 1, "batch:CreateJobQueue": 1, "batch:TagResource": 1,
             "batch:ListTagsForResource": 1, "batch:UntagResource": 1, "logs:GetLogEvents": 1, "s3:PUT": 1,
-            "s3:GET": 1, "s3:HEAD": 1, "sts:GetCallerIdentity": 1}
+            "s3:GET": 1, "s3:HEAD": 1, "sts:GetCallerIdentity": 1, "luigi:get_work": 1}
         calls = proxy.calls()
         assert [op for _, op in calls[:3]] == ["batch:SubmitJob", "batch:DescribeJobs", "batch:DescribeJobs"]
         assert [t for t, _ in calls] == sorted(t for t, _ in calls) and calls[-1][0] <= time.monotonic()

@@ -1,0 +1,259 @@
+"""Wide graphs at our users' size, side by side with the peer each number is judged against.
+
+    .venv/bin/python bench/scale.py [--widths 100,1000] [--workers 2] [--latency 0.02] [--only local,batch]
+
+* **local**: ``wide.Sink --width N`` (Gate -> N Parts -> Sink) on the Local backend and a file:// remote, with
+  ``--workers W``; the peer is the same N + 2 bare ``docker run --rm`` of the same image running the same few
+  lines of Python, W at a time. Reported: both times, the per-node overhead ((ours - bare) / nodes), and the
+  up-to-date rerun of the same graph. Then the same run once more under luigid, through a counting proxy:
+  the scheduler RPCs per node, and how long Chromium takes to render luigid's task list of the run.
+* **requests**: the remote requests per node of a Local run on S3 (SeaweedFS behind the proxy, with
+  ``--latency`` a request, like a region), client and containers together.
+* **batch**: moto's AWS Batch behind the limits proxy (``--latency`` on every call; AWS's limits enforced, so
+  a job depending on more than 20 jobs or more than 50 calls a second would fail the bench):
+  - submission: ``wide.Sink --width N --hold 900`` non-blocking (the Gate holds every other job queued, so no
+    container competes with the submitting client), against bare boto3 submitting N + 2 jobs one after the
+    other through the same proxy; and the most dependencies any job got;
+  - waiting: ``wide.Naps --width 24 --seconds 20 --wait`` against the longest part plus Batch's own start
+    latency, measured bare (a job that exits at once, submitted and polled by boto3 on the same moto);
+    Batch API calls a minute per 100 jobs while waiting.
+
+Results go to stdout and to bench/results/scale.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO / "scripts"))
+
+from bench_env import DSDT, container_bench, make_bucket, timed  # noqa: E402
+
+BARE = "print(sum(x * 3 for x in range(1000)))"
+QUEUE = "bench-queue"
+
+
+def _dsdt(env: dict, *args: str) -> float:
+    return timed([DSDT, *args], env)
+
+
+def _setup(env: dict, url: str, base: str) -> None:
+    for cmd in (["init"], ["context", "bench"], ["remote", "shared", url],
+                ["dockerize", "--base-image", base, str(HERE / "pipe_root")]):
+        _dsdt(env, *cmd)
+
+
+def _bare_graph(image: str, nodes: int, workers: int) -> float:
+    """The same number of bare containers, ``workers`` at a time."""
+    cmd = ["docker", "run", "--rm", "--network", "host", "--entrypoint", "python3", image, "-c", BARE]
+    start = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(lambda _: subprocess.run(cmd, check=True, capture_output=True), range(nodes)))
+    return time.perf_counter() - start
+
+
+def local(b, widths, workers) -> dict:
+    out = {}
+    env = dict(b.env)
+    _setup(env, (b.work / "remote").as_uri(), b.base)
+    image = f"{env['DISDAT_DOCKERIZE_REPOSITORY_PREFIX']}/disdat-wide:latest"
+    for width in widths:
+        nodes = width + 2
+        args = ["run", "--workers", str(workers), "-", f"wide{width}", "wide.Sink", "--width", str(width)]
+        ours = _dsdt(env, *args[:1], "--force", *args[1:])
+        rerun = statistics.median(_dsdt(env, *args) for _ in range(3))
+        bare = _bare_graph(image, nodes, workers)
+        out[f"local_{width}"] = row = {
+            "nodes": nodes, "workers": workers, "ours_s": round(ours, 2), "bare_docker_s": round(bare, 2),
+            "overhead_per_node_s": round((ours - bare) / nodes, 3), "ratio": round(ours / bare, 2),
+            "up_to_date_rerun_s": round(rerun, 2)}
+        print(f"local {nodes} nodes, {workers} workers: ours {ours:.1f} s, bare docker {bare:.1f} s, "
+              f"overhead {row['overhead_per_node_s']} s/node; up-to-date rerun {rerun:.2f} s", flush=True)
+    return out
+
+
+def luigid_ui(b, width, workers) -> dict:
+    """One run of the widest graph under luigid behind the counting proxy; then the UI rendered in Chromium."""
+    import aws_proxy
+    import services
+
+    env = dict(b.env)
+    with services.luigid(b.work / "luigid") as url, aws_proxy.aws_proxy(url) as proxy:
+        nodes = width + 2
+        ours = _dsdt(env, "run", "--force", "--workers", str(workers), "--scheduler-url", proxy.url, "-",
+                     f"wide{width}", "wide.Sink", "--width", str(width))
+        rpcs = proxy.counts()
+        page = f"{url}/static/visualiser/index.html"
+        start = time.perf_counter()
+        dom = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                              "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                              "--disable-sync", f"--user-data-dir={b.work / 'chromium'}",
+                              "--virtual-time-budget=60000", "--dump-dom", page],
+                             capture_output=True, text=True, timeout=600).stdout
+        rendered = time.perf_counter() - start
+        api = time.perf_counter()
+        query = json.dumps({"status": "DONE", "upstream_status": "", "search": ""})
+        subprocess.run(["curl", "-s", "-G", "--data-urlencode", f"data={query}", f"{url}/api/task_list"],
+                       capture_output=True, check=True)
+        task_list = time.perf_counter() - api
+    total = sum(rpcs.values())
+    row = {"nodes": nodes, "run_s": round(ours, 1), "rpcs": rpcs, "rpcs_per_node": round(total / nodes, 2),
+           "ui_render_s": round(rendered, 1), "ui_shows_tasks": dom.count("ExecuteContainer"),
+           "task_list_api_s": round(task_list, 2)}
+    print(f"luigid, {nodes} nodes: {row['rpcs_per_node']} RPCs a node ({rpcs}); the visualiser rendered in "
+          f"{rendered:.1f} s; task_list of the run {task_list:.2f} s", flush=True)
+    return {f"luigid_{width}": row}
+
+
+def requests_per_node(b, width, workers, latency) -> dict:
+    import aws_proxy
+
+    with aws_proxy.aws_proxy(b.s3.endpoint, latency=latency) as proxy:
+        env = dict(b.env, AWS_ENDPOINT_URL=proxy.url, DISDAT_HOME=str(b.work / "home-s3"))
+        _setup(env, make_bucket(b.s3, "scale-requests"), b.base)
+        proxy.reset()
+        took = _dsdt(env, "run", "--workers", str(workers), "-", "req", "wide.Sink", "--width", str(width))
+        counts = proxy.counts()
+    nodes = width + 2
+    row = {"nodes": nodes, "latency_s": latency, "run_s": round(took, 1), "requests": counts,
+           "requests_per_node": round(sum(counts.values()) / nodes, 1)}
+    print(f"S3 with {latency * 1000:.0f} ms a request, {nodes} nodes: {row['requests_per_node']} requests a node "
+          f"(client and containers: {counts})", flush=True)
+    return {f"requests_{width}": row}
+
+
+def _moto_queue(batch) -> None:
+    import boto3
+
+    iam = boto3.client("iam", endpoint_url=batch.meta.endpoint_url, region_name="us-east-1",
+                       aws_access_key_id="k", aws_secret_access_key="s")
+    role = iam.create_role(RoleName="bench-batch", AssumeRolePolicyDocument="{}")["Role"]
+    ce = batch.create_compute_environment(computeEnvironmentName="bench-ce", type="UNMANAGED", state="ENABLED",
+                                          serviceRole=role["Arn"])["computeEnvironmentArn"]
+    batch.create_job_queue(jobQueueName=QUEUE, state="ENABLED", priority=1,
+                           computeEnvironmentOrder=[{"order": 1, "computeEnvironment": ce}])
+
+
+def _all_jobs(batch) -> list:
+    ids = [j["jobId"] for status in ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING", "SUCCEEDED", "FAILED")
+           for page in batch.get_paginator("list_jobs").paginate(jobQueue=QUEUE, jobStatus=status)
+           for j in page["jobSummaryList"]]
+    return [j for i in range(0, len(ids), 100) for j in batch.describe_jobs(jobs=ids[i:i + 100])["jobs"]]
+
+
+def _stop_all(batch) -> None:
+    for job in _all_jobs(batch):
+        if job["status"] not in ("SUCCEEDED", "FAILED"):
+            batch.terminate_job(jobId=job["jobId"], reason="the bench ends")
+
+
+def batch_bench(b, widths, latency) -> dict:
+    import boto3
+
+    import aws_proxy
+    import services
+
+    out = {}
+    with services.moto_server(b.work / "moto") as moto, \
+            aws_proxy.aws_proxy(moto, latency=latency, enforce_limits=True) as proxy:
+        kw = dict(region_name="us-east-1", aws_access_key_id="k", aws_secret_access_key="s")
+        batch = boto3.client("batch", endpoint_url=moto, **kw)
+        _moto_queue(batch)
+        env = dict(b.env, AWS_ENDPOINT_URL=proxy.url, AWS_ACCESS_KEY_ID="k", AWS_SECRET_ACCESS_KEY="s",
+                   DISDAT_HOME=str(b.work / "home-batch"), DISDAT_RUN_BACKEND="AWSBatch",
+                   DISDAT_RUN_AWS_BATCH_QUEUE=QUEUE)
+        boto3.client("s3", endpoint_url=moto, **kw).create_bucket(Bucket="bench-batch")
+        _setup(env, "s3://bench-batch/remote", b.base)
+        try:
+            for width in widths:
+                proxy.reset()
+                nodes = width + 2
+                ours = _dsdt(env, "run", "--use-aws-session-token", "3600", "-", f"sub{width}", "wide.Sink",
+                             "--width", str(width), "--hold", "900")
+                counts = proxy.counts()
+                jobs = _all_jobs(batch)
+                widest = max(len(j.get("dependsOn", [])) for j in jobs)
+                gate = [j for j in jobs if j["tags"].get("disdat.pipe_cls") == "wide.Gate"
+                        and j["status"] not in ("SUCCEEDED", "FAILED")][0]
+                proxied = boto3.client("batch", endpoint_url=proxy.url, **kw)
+                start = time.perf_counter()  # the peer's jobs wait behind the same gate, as ours do
+                for i in range(nodes):
+                    proxied.submit_job(jobName=f"bare-{i}", jobQueue=QUEUE, jobDefinition=gate["jobDefinition"],
+                                       containerOverrides={"command": ["--barrier"]},
+                                       dependsOn=[{"jobId": gate["jobId"]}])
+                bare = time.perf_counter() - start
+                _stop_all(batch)
+                out[f"batch_submit_{width}"] = row = {
+                    "nodes": nodes, "latency_s": latency, "ours_s": round(ours, 1),
+                    "bare_boto3_sequential_s": round(bare, 1), "ratio": round(ours / bare, 2),
+                    "submit_jobs": counts.get("batch:SubmitJob"), "most_dependencies": widest,
+                    "violations": proxy.violations()}
+                print(f"Batch submission, {nodes} nodes, {latency * 1000:.0f} ms a call: ours {ours:.1f} s "
+                      f"({row['submit_jobs']} SubmitJob, at most {widest} dependencies a job), bare boto3 one by "
+                      f"one {bare:.1f} s; violations {proxy.violations()}", flush=True)
+            out.update(_wait_bench(env, batch, proxy))
+        finally:
+            _stop_all(batch)
+    return out
+
+
+def _wait_bench(env, batch, proxy, width=24, seconds=20.0) -> dict:
+    definition = batch.describe_job_definitions(status="ACTIVE")["jobDefinitions"][0]["jobDefinitionArn"]
+    start = time.perf_counter()
+    job_id = batch.submit_job(jobName="bare-latency", jobQueue=QUEUE, jobDefinition=definition,
+                              containerOverrides={"command": ["--barrier"]})["jobId"]
+    while batch.describe_jobs(jobs=[job_id])["jobs"][0]["status"] not in ("SUCCEEDED", "FAILED"):
+        time.sleep(0.2)
+    latency = time.perf_counter() - start
+    proxy.reset()
+    ours = _dsdt(env, "run", "--wait", "--use-aws-session-token", "3600", "-", "naps", "wide.Naps",
+                 "--width", str(width), "--seconds", str(seconds))
+    counts = proxy.counts()
+    batch_calls = {k: v for k, v in counts.items() if k.startswith(("batch:", "logs:"))}
+    jobs = width + 1 + (2 if width > 20 else 0)
+    per_minute = sum(v for k, v in batch_calls.items() if k != "batch:SubmitJob") / (ours / 60)
+    row = {"parts": width, "seconds": seconds, "bare_start_latency_s": round(latency, 1), "ours_s": round(ours, 1),
+           "target_s": round(1.5 * (seconds + latency), 1), "ratio": round(ours / (seconds + latency), 2),
+           "batch_calls": batch_calls, "calls_per_minute_per_100_jobs": round(per_minute * 100 / jobs, 1),
+           "violations": proxy.violations()}
+    print(f"--wait of {width} parts of {seconds:.0f} s: ours {ours:.1f} s against {seconds:.0f} s + Batch's start "
+          f"latency {latency:.1f} s ({row['ratio']}x, target 1.5x); {row['calls_per_minute_per_100_jobs']} Batch "
+          f"calls a minute per 100 jobs while waiting ({batch_calls})", flush=True)
+    return {"batch_wait": row}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--widths", default="100,1000", help="fan widths (default 100,1000)")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--latency", type=float, default=0.02, help="seconds added to every remote request")
+    p.add_argument("--only", default="local,luigid,requests,batch")
+    args = p.parse_args()
+    widths = [int(w) for w in args.widths.split(",")]
+    only = set(args.only.split(","))
+    results: dict = {}
+    with container_bench("scale", HERE / "pipe_root") as b:
+        if "local" in only:
+            results.update(local(b, widths, args.workers))
+        if "luigid" in only:
+            results.update(luigid_ui(b, max(widths), args.workers))
+        if "requests" in only:
+            results.update(requests_per_node(b, min(widths), args.workers, args.latency))
+        if "batch" in only:
+            results.update(batch_bench(b, widths, args.latency))
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    (out / "scale.json").write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
