@@ -38,6 +38,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 from bench_env import DSDT, container_bench, make_bucket, timed  # noqa: E402
 
 BARE = "print(sum(x * 3 for x in range(1000)))"
+IMPORTING = "import wide; " + BARE   # the same, importing the pipe module (and so luigi) as any run of it must
 QUEUE = "bench-queue"
 
 
@@ -51,9 +52,10 @@ def _setup(env: dict, url: str, base: str) -> None:
         _dsdt(env, *cmd)
 
 
-def _bare_graph(image: str, nodes: int, workers: int) -> float:
-    """The same number of bare containers, ``workers`` at a time."""
-    cmd = ["docker", "run", "--rm", "--network", "host", "--entrypoint", "python3", image, "-c", BARE]
+def _bare_graph(image: str, nodes: int, workers: int, code: str = BARE) -> float:
+    """The same number of bare containers running ``code``, ``workers`` at a time."""
+    cmd = ["docker", "run", "--rm", "--network", "host", "-e", "PYTHONPATH=/pipe_root", "--entrypoint", "python3",
+           image, "-c", code]
     start = time.perf_counter()
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(lambda _: subprocess.run(cmd, check=True, capture_output=True), range(nodes)))
@@ -71,12 +73,16 @@ def local(b, widths, workers) -> dict:
         ours = _dsdt(env, *args[:1], "--force", *args[1:])
         rerun = statistics.median(_dsdt(env, *args) for _ in range(3))
         bare = _bare_graph(image, nodes, workers)
+        importing = _bare_graph(image, nodes, workers, IMPORTING)
         out[f"local_{width}"] = row = {
             "nodes": nodes, "workers": workers, "ours_s": round(ours, 2), "bare_docker_s": round(bare, 2),
-            "overhead_per_node_s": round((ours - bare) / nodes, 3), "ratio": round(ours / bare, 2),
-            "up_to_date_rerun_s": round(rerun, 2)}
-        print(f"local {nodes} nodes, {workers} workers: ours {ours:.1f} s, bare docker {bare:.1f} s, "
-              f"overhead {row['overhead_per_node_s']} s/node; up-to-date rerun {rerun:.2f} s", flush=True)
+            "bare_importing_s": round(importing, 2), "overhead_per_node_s": round((ours - bare) / nodes, 3),
+            "overhead_beyond_imports_per_node_s": round((ours - importing) / nodes, 3),
+            "ratio": round(ours / bare, 2), "up_to_date_rerun_s": round(rerun, 2)}
+        print(f"local {nodes} nodes, {workers} workers: ours {ours:.1f} s, bare docker {bare:.1f} s, bare importing "
+              f"the pipe module {importing:.1f} s; overhead {row['overhead_per_node_s']} s/node "
+              f"({row['overhead_beyond_imports_per_node_s']} beyond the imports any run of the pipe pays); "
+              f"up-to-date rerun {rerun:.2f} s", flush=True)
     return out
 
 

@@ -166,13 +166,13 @@ def main(argv: Optional[List[str]] = None) -> int:
                 runs.write_log(job.node.node_id, tee.stop())
             record = runs.update_running(job.node.node_id, lambda r: r.finished(status, error, **changes),
                                          attempt=job.attempt)
-            if record is None or record.attempt != job.attempt or record.status != status:
+            if record is None:  # nobody wrote it running (or it was removed): this attempt's, from nothing
+                runs.write(new_record(job, job.backend, job.attempt).finished(status, error, **changes))
+            elif record.attempt != job.attempt or record.status != status:
                 print(f"dsdt-entrypoint: the record of node {job.node.node_id} is no longer this attempt's "
                       f"({job.attempt}): left as it is", file=sys.stderr)
 
         try:
-            if runs.current(job.node.node_id) is None:
-                runs.write(new_record(job, job.backend, job.attempt))
             output, inputs = _run(job, remote, runs)
         except Interrupted as exc:
             print(f"dsdt-entrypoint: {exc}", file=sys.stderr)

@@ -83,30 +83,30 @@ class NodeExecution(_Interruptible):
         """The node's succeeded record, after running it here or waiting for whoever runs it."""
         while True:
             self._raise_if_interrupted()
-            record = self.runs.current(self.node_id)
-            if self.runs.made_by(record):
-                return record  # type: ignore[return-value]
-            adopted = self.owner.live_job(record) if record is not None and record.detached else None
-            if adopted is not None:  # a job that owns the node (a non-blocking Batch run): wait for it
-                return NodeAwait(self.node_job, self.backend, self.runs, self.reporter).follow(adopted)
             with self.owner.hold(self.reporter.state) as held:
                 if held is None:
-                    continue
+                    continue  # another client held it, and finished: look again
                 record = self.runs.current(self.node_id)
                 if self.runs.made_by(record):
                     return record  # type: ignore[return-value]
-                return self._run(held, record)
+                adopted = self.owner.live_job(record) if record is not None and record.detached else None
+                if adopted is None:
+                    return self._run(held, record)
+            # a job owns the node (a non-blocking Batch run): wait for it, holding nothing
+            return NodeAwait(self.node_job, self.backend, self.runs, self.reporter).follow(adopted)
 
     def _run(self, held: Holding, record: Optional[RunRecord]) -> RunRecord:
         attempt = record.attempt + 1 if record else 1
         request = self._request(attempt)
-        self.runs.write(new_record(self.node_job, self.backend.name, attempt))
+        # the container's name is the job's id on engines that keep it (one write less when it is)
+        self.runs.write(new_record(self.node_job, self.backend.name, attempt, job_id=request.name))
         try:
             with sigterm_interrupts():
                 self._raise_if_interrupted()
                 self.job = job = self.backend.submit(request)
                 held.on_lost(lambda: job.cancel("lost its lease"))
-                self.runs.update_running(self.node_id, lambda r: replace(r, job_id=job.id), attempt)
+                if job.id != request.name:
+                    self.runs.update_running(self.node_id, lambda r: replace(r, job_id=job.id), attempt)
                 self.reporter.job(job)
                 self._raise_if_interrupted()  # interrupted while it was starting: it was not stopped then
                 result = job.wait(self.reporter.line if self.reporter.follow_lines else None, self.reporter.state,
@@ -119,12 +119,13 @@ class NodeExecution(_Interruptible):
             why = str(exc).splitlines()[0] if isinstance(exc, DisdatError) else f"{type(exc).__name__}: {exc}"
             self._stop(attempt, FAILED, f"the {self.backend.job_word} could not run: {why}")
             raise
+        record = self.runs.current(self.node_id)
         with shielded():
-            self.owner.keep_log(job)
+            self.owner.keep_log(job, record)
             job.release()
         if held.lost:
             raise ContainerFailed(f"node {self.node_id[:12]} was taken over by another client while it ran here")
-        return _outcome(self.runs, self.node_id, result, attempt, self.backend.job_word)
+        return _outcome(self.runs, self.node_id, result, attempt, self.backend.job_word, record)
 
     def _stop(self, attempt: int, status: str, why: str) -> None:
         """Stop the job (keeping its log) and record why, whatever signals come meanwhile."""

@@ -186,6 +186,7 @@ class NodeOwner:
               version: Optional[str]) -> Optional[Tuple[RunRecord, str]]:
         """Claim the node for a new detached attempt (a compare-and-swap over what was read): the claim and its
         version, or None when another client changed the record first."""
+        self.runs.check_conditional_writes()
         attempt = record.attempt + 1 if record else 1
         claim = new_record(job, self.backend.name, attempt, detached=True)
         written = self.runs.write_if(claim, version)
@@ -270,11 +271,11 @@ class NodeOwner:
             self.runs.update_running(self.node_id, lambda r: r.finished(INTERRUPTED, why))
         return [job.id for job in jobs]
 
-    def keep_log(self, job: Job) -> None:
-        """Store the job's log next to the node's record, unless its container stored its own (then the
-        record is final). A log that cannot be stored is said in the task log but fails nothing."""
-        record = self.runs.current(self.node_id)
-        if record is not None and record.status != RUNNING and self.runs.store.exists(self.runs.log_key(self.node_id)):
+    def keep_log(self, job: Job, finished: Optional[RunRecord] = None) -> None:
+        """Store the job's log next to the node's record, unless ``finished`` (the record as read after the job
+        ended) is final: then its container wrote both, the log first. A log that cannot be stored is said in
+        the task log but fails nothing."""
+        if finished is not None and finished.status != RUNNING:
             return
         try:
             lines = job.logs()

@@ -117,8 +117,8 @@ class RunStore:
     def write_if(self, record: RunRecord, version: Optional[str]) -> Optional[str]:
         """Write ``record`` only over ``version`` (None: only where there is no record); its new version, or
         None when somebody else wrote first. An oversized object (never one of ours) is deleted first; then
-        whoever writes first wins, as over no record."""
-        self.check_conditional_writes()
+        whoever writes first wins, as over no record. (Who relies on it for ownership checks the store honours
+        it first: :meth:`check_conditional_writes`.)"""
         if version == OVERSIZED:
             self.store.delete(self.record_key(record.node_id))
             version = None
