@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import luigi
+import luigi.rpc
 
 from .. import config
 from ..errors import DisdatError
@@ -53,6 +54,19 @@ class RunOptions:
     wait: Optional[bool] = None     # AWSBatch: wait for the jobs (default [run] wait)
 
 
+def redacted(url: str) -> str:
+    """A URL fit to print: a user name or password in it is never shown."""
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.username is None and parsed.password is None:
+        return url
+    return urllib.parse.urlunsplit(parsed._replace(netloc="***@" + parsed.netloc.rpartition("@")[2]))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc.args[0] if exc.args else exc)
+    return text.splitlines()[0] if text.strip() else type(exc).__name__
+
+
 def scheduler_url(explicit: Optional[str]) -> Optional[str]:
     """The central scheduler to use, or None for the local one."""
     if explicit:
@@ -69,14 +83,16 @@ def check_scheduler(url: str) -> None:
     """One line, before anything is pushed, when the central scheduler does not answer."""
     parsed = urllib.parse.urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise DisdatError(f"scheduler URL {url!r} is not an http(s) URL, e.g. http://127.0.0.1:8082")
+        raise DisdatError(f"scheduler URL {redacted(url)!r} is not an http(s) URL, e.g. http://127.0.0.1:8082")
     query = urllib.parse.quote(json.dumps({"status": "RUNNING", "upstream_status": "", "search": "-"}))
     try:
         with urllib.request.urlopen(f"{url}/api/task_list?data={query}", timeout=5) as response:
             json.loads(response.read())
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise DisdatError(f"the Luigi scheduler at {url} does not answer ({reason}): start luigid, or fix "
+        reason = str(getattr(exc, "reason", exc))
+        for secret in filter(None, (parsed.password, parsed.username)):
+            reason = reason.replace(secret, "***")
+        raise DisdatError(f"the Luigi scheduler at {redacted(url)} does not answer ({reason}): start luigid, or fix "
                           f"--scheduler-url / [core] scheduler_host and scheduler_port") from None
 
 
@@ -163,10 +179,14 @@ def run(options: RunOptions) -> RunPlan:
     plan = task.plan()
     n = len(plan.nodes)
     print(f"run {plan.run_id}: {options.pipe_cls} ({n} node{'s' if n != 1 else ''}) on {plan.backend}, image "
-          f"{plan.root.image_id[:19]}" + (f", scheduler {url}" if url else ""), file=sys.stderr)
+          f"{plan.root.image_id[:19]}" + (f", scheduler {redacted(url)}" if url else ""), file=sys.stderr)
     if plan.backend == "AWSBatch" and not config.get("dockerize", "registry"):
         print(f"note: no [dockerize] registry: the jobs name the local image {plan.root.image}, which only a Batch "
               f"emulation on this machine's Docker engine can run", file=sys.stderr)
+    if plan.chains and not plan.session_token_seconds and not config.get("run", "job_role_arn"):
+        print("note: the jobs get no credentials of yours and no job role ([run] job_role_arn): they reach the "
+              "remote with the compute environment's instance role, or not at all; give them a role, or run with "
+              "--use-aws-session-token SECONDS", file=sys.stderr)
     workers = options.workers or config.get("run", "workers")
     try:
         return _build_until_done(task, plan, workers, url)
@@ -187,7 +207,13 @@ def run(options: RunOptions) -> RunPlan:
 def _build_until_done(task, plan: RunPlan, workers: int, url: Optional[str]) -> RunPlan:
     lost = 0
     while True:
-        result = build(task, workers, url)
+        try:
+            result = build(task, workers, url)
+        except luigi.rpc.RPCError as exc:  # luigid died mid-run: what ran is on the remote, finish without it
+            print(f"the Luigi scheduler at {redacted(url or '')} stopped answering ({_first_line(exc)}): the run goes "
+                  f"on with the local scheduler", file=sys.stderr)
+            url = None
+            continue
         if task.complete():
             return plan
         reasons = failure_reasons(result, task)

@@ -73,11 +73,16 @@ class _Reporting(luigi.Task):
         with self._lock:
             pending, self._pending, self._timer = self._pending, None, None
             self._said = time.monotonic()
-        if pending is not None:
-            message, percent = pending
+        if pending is None or getattr(self, "_scheduler_gone", False):
+            return
+        message, percent = pending
+        try:
             self.set_status_message(message)
             if percent is not None:
                 self.set_progress_percentage(round(percent, 1))
+        except Exception as exc:  # a scheduler that stopped answering never fails the node it only displays
+            self._scheduler_gone = True
+            logger.debug("status of %s not sent to the scheduler: %s", self.task_id, exc)
 
     def transfer_listener(self, verb: str):
         def listen(files: int, total_files: int, done: int, total: int) -> None:
@@ -203,25 +208,53 @@ class ExecuteContainer(_OnRemote):
             if in_worker_process():
                 os._exit(130)  # its container is stopped and recorded; the parent reports the interrupt, once
             raise
+        finally:
+            reporter.flush()
         reporter.report(f"node {self.node_id[:12]} succeeded: {record.bundle_name} {record.output_uuid}", 100, True)
 
 
 class _NodeReporter:
     """What a running node tells the task log and the scheduler: its job's log lines, its states (``container
-    3f2a… running: <last line>``, ``job 3f2a… RUNNABLE``) and, where the backend has one, the job's page."""
+    3f2a… running: <last line>``, ``job 3f2a… RUNNABLE``) and, where the backend has one, the job's page.
+
+    Lines go to the task log in blocks, at most four a second (a pipe printing a million short lines costs a
+    few hundred log records, not a million), the last one to the scheduler's status message."""
+
+    FLUSH_EVERY = 0.25
 
     def __init__(self, task: "ExecuteContainer", backend, follow_lines: bool):
         self.task, self.backend, self.follow_lines = task, backend, follow_lines
         self.short, self.word = task.node_id[:12], backend.job_word
         self.last_line, self.last_state = "", "running"
         self.report = task.report
+        self._buffer: List[str] = []
+        self._lock = threading.Lock()
+        self._flushed = 0.0
+        self._timer: Optional[threading.Timer] = None
 
-    def line(self, line: str) -> None:
-        logger.info("[%s %s] %s", self.task.pipe_cls, self.short, safe(line))
-        self.last_line = line
-        self.report(f"{self.word} {self.short} {self.last_state}: {line}")
+    def lines(self, lines: List[str]) -> None:
+        self.last_line = lines[-1]
+        with self._lock:
+            self._buffer.extend(lines)
+            wait = self.FLUSH_EVERY - (time.monotonic() - self._flushed)
+            if wait > 0 and self._timer is None:  # the block goes out when the timer fires
+                self._timer = threading.Timer(wait, self.flush)
+                self._timer.daemon = True
+                self._timer.start()
+        if wait <= 0:
+            self.flush()
+        self.report(f"{self.word} {self.short} {self.last_state}: {self.last_line}")
+
+    def flush(self) -> None:
+        with self._lock:
+            block, self._buffer, self._timer = self._buffer, [], None
+            self._flushed = time.monotonic()
+        if block:
+            prefix = f"[{self.task.pipe_cls} {self.short}] "
+            logger.info("%s", "\n".join(prefix + safe(line) for line in block))
 
     def state(self, state: str) -> None:
+        self.flush()
         self.last_state = state
         self.report(f"{self.word} {self.short} {state}: {self.last_line}", force=True)
 

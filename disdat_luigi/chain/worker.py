@@ -95,14 +95,17 @@ class ThreadWorker(worker.Worker):
         return process._as_thread()
 
     def __exit__(self, type, value, traceback):
-        running = list(self._running_tasks.values())
-        why = "Ctrl-C or SIGTERM" if type is not None and issubclass(type, KeyboardInterrupt) else "its run stopped"
+        """Stop the running tasks (they stop their containers and jobs), and wait for them to record it. When the
+        central scheduler stopped answering, the tasks need it for nothing: they finish their nodes first."""
+        running = [p for p in self._running_tasks.values() if isinstance(p, _TaskThread)]
+        scheduler_gone = type is not None and issubclass(type, rpc.RPCError)
+        if not scheduler_gone:
+            why = "Ctrl-C or SIGTERM" if type is not None and issubclass(type, KeyboardInterrupt) else "its run stopped"
+            for process in running:
+                if process.is_alive():
+                    process.terminate(why)
         for process in running:
-            if isinstance(process, _TaskThread) and process.is_alive():
-                process.terminate(why)
-        for process in running:
-            if isinstance(process, _TaskThread):
-                process.join(JOIN_ON_EXIT)
+            process.join(None if scheduler_gone else JOIN_ON_EXIT)
         return super().__exit__(type, value, traceback)
 
 

@@ -16,6 +16,7 @@ from ..config import SettingsError
 from ..display import safe
 from ..errors import DisdatError
 from ..fsutil import is_disk_full
+from ..remotes import faults
 
 
 class _Parser(argparse.ArgumentParser):
@@ -62,6 +63,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         args = parser.parse_args(argv)
         config.validate()
+        faults.check()
         return int(args.func(args) or 0)
     except DisdatError as exc:
         _print_error(exc)

@@ -5,6 +5,8 @@ Its choices:
 * **Job definitions** are named ``disdat-<module>-job-definition`` after the pipe's module (as images are),
   and the latest ACTIVE revision is reused when its image, vCPUs, memory, GPUs, job role, retry attempts and
   timeout are the ones wanted; only a difference registers a new revision, never one per run.
+* **An init** as PID 1 in every job (``linuxParameters.initProcessEnabled``), as Local runs containers:
+  a pipe's own signals work and abandoned processes are reaped.
 * **Credentials:** none of the host's. With ``--use-aws-session-token N`` the job gets temporary STS
   credentials in its environment; without it, it relies on its job role (``[run] job_role_arn``). The S3
   endpoint, when one is configured, goes along, so S3-compatible stores work.
@@ -40,7 +42,7 @@ from urllib.parse import urlparse
 
 from .. import config
 from ..errors import DisdatError
-from .backend import LOG_TAIL, Backend, Job, JobResult, OnLine, OnStatus, Resources, RunRequest
+from .backend import LOG_TAIL, Backend, Job, JobResult, OnLines, OnStatus, Resources, RunRequest
 from .batch_client import MAX_DEPENDS_ON, BatchClient, check_queue
 from .batch_monitor import BatchMonitor
 from .registry import registry
@@ -118,7 +120,8 @@ class AWSBatch(Backend):
     # -- job definitions -------------------------------------------------------------------------------
     @staticmethod
     def _container(image: str, resources: Resources) -> Dict[str, Any]:
-        container: Dict[str, Any] = {"image": image, "vcpus": resources.vcpus, "memory": resources.memory}
+        container: Dict[str, Any] = {"image": image, "vcpus": resources.vcpus, "memory": resources.memory,
+                                     "linuxParameters": {"initProcessEnabled": True}}  # see the docstring
         if resources.gpus:
             container["resourceRequirements"] = [{"type": "GPU", "value": str(resources.gpus)}]
         role = config.get("run", "job_role_arn")
@@ -134,6 +137,7 @@ class AWSBatch(Backend):
                 and props.get("memory") == container["memory"]
                 and gpus == container.get("resourceRequirements", [])
                 and props.get("jobRoleArn") == container.get("jobRoleArn")
+                and (props.get("linuxParameters") or {}).get("initProcessEnabled") is True
                 and (existing.get("retryStrategy") or {}).get("attempts", 1) == attempts
                 and (existing.get("timeout") or {}).get("attemptDurationSeconds") == timeout)
 
@@ -233,10 +237,10 @@ class BatchJob(Job):
             return None
         return self.backend.result_of(job)
 
-    def wait(self, on_line: Optional[OnLine], on_status: OnStatus, timeout: Optional[int] = None) -> JobResult:
+    def wait(self, on_lines: Optional[OnLines], on_status: OnStatus, timeout: Optional[int] = None) -> JobResult:
         """Follow the job through the monitor's rounds (its timeout is the job definition's, Batch's own)."""
         monitor = self.backend.monitor
-        log = _LogFollower(self.backend.client, on_line) if on_line else None
+        log = _LogFollower(self.backend.client, on_lines) if on_lines else None
         state, seen = "", 0
         with monitor.following(self.id):
             while True:
@@ -258,7 +262,7 @@ class BatchJob(Job):
         job = self.backend.describe(self.id)
         if job is None:
             return []
-        follower = _LogFollower(self.backend.client, lambda line: None, keep=MAX_LOG)
+        follower = _LogFollower(self.backend.client, lambda lines: None, keep=MAX_LOG)
         follower.follow(job)
         return list(follower.kept)
 
@@ -284,8 +288,8 @@ class _LogFollower:
     attempt (a retry) starts a new stream, which is followed from its start. With ``keep``, it also keeps the
     last ``keep`` bytes of what it read."""
 
-    def __init__(self, client: BatchClient, on_line: OnLine, keep: int = 0):
-        self.client, self.on_line, self.keep = client, on_line, keep
+    def __init__(self, client: BatchClient, on_lines: OnLines, keep: int = 0):
+        self.client, self.on_lines, self.keep = client, on_lines, keep
         self.stream: Optional[str] = None
         self.token: Optional[str] = None
         self.tail: Deque[str] = collections.deque(maxlen=LOG_TAIL)
@@ -300,12 +304,12 @@ class _LogFollower:
             self.stream, self.token = stream, None
         while True:
             lines, token = self.client.log_events(stream, self.token)
-            for line in lines:
-                self.tail.append(line)
-                if self.keep:
+            self.tail.extend(lines)
+            if self.keep:
+                for line in lines:
                     self._keep(line)
-                else:
-                    self.on_line(line)
+            elif lines:
+                self.on_lines(lines)
             if not lines or token == self.token:
                 self.token = token
                 return

@@ -29,7 +29,7 @@ from typing import Callable, Dict, List, Optional
 from .. import config
 from ..errors import DisdatError
 
-OnLine = Callable[[str], None]          # one line of the container's output, as it comes
+OnLines = Callable[[List[str]], None]   # lines of the job's output, as they come (a block at a time)
 OnStatus = Callable[[str], None]        # a backend state worth showing (RUNNABLE, STARTING, RUNNING, ...)
 LOG_TAIL = 50                           # the log lines a failure carries
 
@@ -86,9 +86,9 @@ class Job(ABC):
         """The job has not finished (it is queued, starting or running)."""
 
     @abstractmethod
-    def wait(self, on_line: Optional[OnLine], on_status: OnStatus, timeout: Optional[int] = None) -> JobResult:
-        """Follow the job to its end (its output lines to ``on_line`` as they come, when given); never raises
-        for a job that failed."""
+    def wait(self, on_lines: Optional[OnLines], on_status: OnStatus, timeout: Optional[int] = None) -> JobResult:
+        """Follow the job to its end (its output lines to ``on_lines`` as they come, in blocks, when given);
+        never raises for a job that failed."""
 
     @abstractmethod
     def result(self) -> Optional[JobResult]:

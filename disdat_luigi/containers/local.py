@@ -13,6 +13,8 @@ Its choices:
   bridge or the S3 server listens on the host's loopback).
 * **Labels:** ``disdat.node_id``, ``disdat.remote`` and ``disdat.run_id``, so a dead client's container is
   found and removed (and never another remote's container of the same node).
+* **An init** (Docker's ``--init``, tini) is PID 1, so a pipe's own signals work (a pipe that SIGKILLs
+  itself dies, instead of being ignored as PID 1 would be) and processes it abandons are reaped.
 * **Logs** are bounded everywhere: the engine keeps at most :data:`ENGINE_LOG_BYTES` of a container's output
   (json-file rotation), and reading them back keeps the last MAX_LOG bytes, whatever a pipe prints.
 """
@@ -27,11 +29,12 @@ from urllib.parse import unquote, urlparse
 
 from .. import config
 from ..errors import DisdatError
-from .backend import LOG_TAIL, Backend, Job, JobResult, OnLine, OnStatus, RunRequest
+from .backend import LOG_TAIL, Backend, Job, JobResult, OnLines, OnStatus, RunRequest
 from .docker_engine import docker_client
 
 STDIN_FLAG = "DISDAT_CLIENT_ON_STDIN"     # tells the entrypoint to read secrets from, and watch, its stdin
 MAX_LOG = 16 << 20                        # the last bytes of a container's output that logs() returns
+MAX_LINE = 64 << 10                       # a longer line is cut when it is streamed
 ENGINE_LOG_BYTES = "20m"                  # what the engine keeps of a container's output (json-file max-size)
 LIVE = ("created", "running", "restarting")
 
@@ -78,6 +81,7 @@ class LocalDocker(Backend):
                 labels=request.labels, volumes={path: {"bind": path, "mode": "rw"} for path in mounts},
                 network_mode=None if mode == "default" else mode, user=f"{os.getuid()}:{os.getgid()}",
                 log_config=LogConfig(type="json-file", config={"max-size": ENGINE_LOG_BYTES, "max-file": "1"}),
+                init=True,  # an init as PID 1 (tini): signals reach the pipe, orphans are reaped
                 stdin_open=True, detach=False)  # detach=False: Docker closes stdin when this client goes
         except docker.errors.ImageNotFound:
             raise DisdatError(f"image {request.image} is not on the Docker engine: run `dsdt dockerize`") from None
@@ -177,7 +181,7 @@ class LocalJob(Job):
             return None
         return _ended(self.id, state.get("ExitCode"), state.get("OOMKilled", False), _tail(self.logs()))
 
-    def wait(self, on_line: Optional[OnLine], on_status: OnStatus, timeout: Optional[int] = None) -> JobResult:
+    def wait(self, on_lines: Optional[OnLines], on_status: OnStatus, timeout: Optional[int] = None) -> JobResult:
         import requests
 
         container = self.backend.container(self.id)
@@ -185,7 +189,7 @@ class LocalJob(Job):
             return JobResult("failed", f"container {self.id} is gone from the Docker engine")
         on_status("running")
         tail: Deque[str] = collections.deque(maxlen=LOG_TAIL)
-        follower = threading.Thread(target=_follow, args=(container, tail, on_line), daemon=True,
+        follower = threading.Thread(target=_follow, args=(container, tail, on_lines), daemon=True,
                                     name=f"log-{self.id}")
         follower.start()
         try:
@@ -245,22 +249,38 @@ def _ended(job_id: str, code: Optional[int], oom: bool, tail: List[str]) -> JobR
         return JobResult("succeeded", exit_code=0, log_tail=tail)
     if oom:
         return JobResult("failed", f"container {job_id} ran out of memory (status {code})", code, tail)
+    if code is not None and 128 < code < 160:
+        name = _signal_name(code - 128)
+        return JobResult("failed", f"container {job_id} was killed by signal {code - 128} ({name})", code, tail)
     return JobResult("failed", f"container {job_id} exited with status {code}", code, tail)
 
 
-def _follow(container, tail: Deque[str], on_line: Optional[OnLine]) -> None:
-    """Stream the container's output line by line as it comes (keeping the last lines for a failure)."""
+def _signal_name(number: int) -> str:
+    import signal
+
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return "unknown signal"
+
+
+def _follow(container, tail: Deque[str], on_lines: Optional[OnLines]) -> None:
+    """Stream the container's output as it comes, a block of lines at a time (keeping the last lines for a
+    failure); a line longer than MAX_LINE is cut, so that output without newlines never piles up here."""
     pending = b""
     for chunk in container.logs(stream=True, follow=True):
         pending += chunk
-        *lines, pending = pending.split(b"\n")
-        for raw in lines:
-            line = raw.decode(errors="replace").rstrip("\r")
-            tail.append(line)
-            if on_line is not None:
-                on_line(line)
+        *raw, pending = pending.split(b"\n")
+        if len(pending) > MAX_LINE:
+            raw.append(pending[:MAX_LINE])
+            pending = b""
+        _deliver(raw, tail, on_lines)
     if pending:
-        line = pending.decode(errors="replace")
-        tail.append(line)
-        if on_line is not None:
-            on_line(line)
+        _deliver([pending], tail, on_lines)
+
+
+def _deliver(raw: List[bytes], tail: Deque[str], on_lines: Optional[OnLines]) -> None:
+    lines = [line.decode(errors="replace").rstrip("\r") for line in raw]
+    tail.extend(lines)
+    if lines and on_lines is not None:
+        on_lines(lines)

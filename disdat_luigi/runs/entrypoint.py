@@ -38,6 +38,7 @@ from typing import Deque, Dict, List, Optional
 from ..containers.job import NodeJob
 from ..containers.local import STDIN_FLAG
 from ..errors import DisdatError, RemoteError
+from .record import ERROR_PREFIX
 from .store import MAX_LOG
 
 UPSTREAM_PULLS = 4      # upstream outputs pulled at once (each pull has its own pool of requests)
@@ -75,10 +76,15 @@ def _on_sigterm(signum, frame) -> None:
 
 
 def _hint(exc: Exception) -> str:
-    """What to do about an S3 server on the host's loopback that the container cannot reach."""
+    """The error line, with what to do where the host's advice would be wrong inside a container: an S3
+    server on the host's loopback, or no credentials in an AWS Batch job (a job has no keys to set)."""
     text = str(exc)
     if isinstance(exc, RemoteError) and "cannot reach S3 at http://127.0.0.1" in text:
         return text + " (from inside the container: set [run] network_mode = host)"
+    if isinstance(exc, RemoteError) and text.startswith("no AWS credentials") and os.environ.get("AWS_BATCH_JOB_ID"):
+        return ("this AWS Batch job has no AWS credentials for the S3 remote: give its jobs a role that may use "
+                "the bucket ([run] job_role_arn), or run with --use-aws-session-token SECONDS, or give the compute "
+                "environment's instance role access to the bucket")
     return text
 
 
@@ -153,7 +159,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         config.validate()
         job = NodeJob.from_json(args.job) if args.job else _stored_job(*args.job_at)
     except DisdatError as exc:
-        print(f"dsdt-entrypoint: error: {exc}", file=sys.stderr)
+        print(f"{ERROR_PREFIX}{exc}", file=sys.stderr)
         return 2
     tee = LogTee()
     with open_remote(job.remote_url, job.remote_context) as remote:
@@ -186,7 +192,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 traceback.print_exc()
                 message = f"{job.node.pipe_cls} failed: {type(exc).__name__}: {exc}"
             message = message.splitlines()[0] if message.strip() else type(exc).__name__
-            print(f"dsdt-entrypoint: error: {message}", file=sys.stderr)
+            print(f"{ERROR_PREFIX}{message}", file=sys.stderr)
             with contextlib.suppress(Exception):  # an unreachable remote takes no record either: the line says why
                 finish("failed", message)
             return 1

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
-from typing import Callable, Dict, Optional, Protocol
+from typing import Callable, Dict, List, Optional, Protocol
 
 from ..containers.backend import Backend, Job, JobResult, RunRequest
 from ..containers.job import NodeJob
 from ..errors import ContainerFailed, DisdatError
-from .owner import Holding, NodeOwner, new_record, shielded, sigterm_interrupts
+from .owner import Holding, NodeOwner, failure_reason, new_record, shielded, sigterm_interrupts
 from .record import FAILED, INTERRUPTED, RUNNING, SUCCEEDED, TIMED_OUT, RunRecord
 from .store import RunStore
 
@@ -35,9 +35,9 @@ from .store import RunStore
 class Reporter(Protocol):
     """What a node tells its task (the task log, the scheduler, the terminal)."""
 
-    follow_lines: bool                          # stream the job's output lines (line()) as they come
+    follow_lines: bool                          # stream the job's output lines (lines()) as they come
 
-    def line(self, line: str) -> None: ...      # one line of the job's output
+    def lines(self, lines: List[str]) -> None: ...   # lines of the job's output, a block at a time
 
     def state(self, state: str) -> None: ...    # a state worth showing (running, RUNNABLE, ...)
 
@@ -109,7 +109,7 @@ class NodeExecution(_Interruptible):
                     self.runs.update_running(self.node_id, lambda r: replace(r, job_id=job.id), attempt)
                 self.reporter.job(job)
                 self._raise_if_interrupted()  # interrupted while it was starting: it was not stopped then
-                result = job.wait(self.reporter.line if self.reporter.follow_lines else None, self.reporter.state,
+                result = job.wait(self.reporter.lines if self.reporter.follow_lines else None, self.reporter.state,
                                   request.timeout)
                 self._raise_if_interrupted()
         except KeyboardInterrupt as exc:
@@ -183,7 +183,7 @@ class NodeAwait(_Interruptible):
         self.job = job
         self.reporter.job(job)
         try:
-            result = job.wait(self.reporter.line if self.reporter.follow_lines else None, self.reporter.state)
+            result = job.wait(self.reporter.lines if self.reporter.follow_lines else None, self.reporter.state)
             self._raise_if_interrupted()
         except KeyboardInterrupt as exc:
             if self._stops(job):
@@ -214,7 +214,7 @@ def _outcome(runs: RunStore, node_id: str, result: JobResult, attempt: int, word
              record: Optional[RunRecord] = None) -> RunRecord:
     """The node's final record: the container's own when it wrote one, else the backend's reason (raised as
     ContainerFailed with the job's last lines, leading with the container's own error when it gave one)."""
-    fallback = result.reason or f"the {word} exited without writing its result"
+    fallback = failure_reason(result) or f"the {word} exited without writing its result"
     if record is None or record.status not in (SUCCEEDED, FAILED, TIMED_OUT, INTERRUPTED):
         record = runs.update_running(node_id, lambda r: r.finished(
             TIMED_OUT if result.status == "timed_out" else FAILED, fallback), attempt)

@@ -36,7 +36,7 @@ from ..containers.job import NodeJob
 from ..errors import ContainerFailed, DisdatError
 from ..store.manifest import CREATED_FORMAT, now_utc
 from .lease import HEARTBEAT, Lease, LeaseWatch, host_id
-from .record import FAILED, INTERRUPTED, RUNNING, SUCCEEDED, TIMED_OUT, RunRecord
+from .record import ERROR_PREFIX, FAILED, INTERRUPTED, RUNNING, SUCCEEDED, TIMED_OUT, RunRecord
 from .store import RunStore
 
 logger = logging.getLogger("luigi-interface")
@@ -52,6 +52,15 @@ def new_record(job: NodeJob, backend: str, attempt: int = 1, job_id: Optional[st
                      params=dict(node.params), bundle_name=node.bundle_name, backend=backend, image=job.image,
                      started=now_utc(), input_uuid=job.input_uuid or None, upstream=dict(node.upstream),
                      job_id=job_id, host=host_id(), attempt=attempt, detached=detached)
+
+
+def failure_reason(result: JobResult) -> str:
+    """Why a job failed: the entrypoint's own error line when its log has one (a container that could not write
+    its record, e.g. without credentials, still said why), with the backend's reason after it."""
+    said = [line.split(ERROR_PREFIX, 1)[1] for line in result.log_tail if ERROR_PREFIX in line]
+    if said and said[-1] not in result.reason:
+        return f"{said[-1]} ({result.reason})" if result.reason else said[-1]
+    return result.reason
 
 
 def age(record: RunRecord) -> float:
@@ -178,8 +187,8 @@ class NodeOwner:
         if result is None or result.status == "succeeded":
             return record
         status = TIMED_OUT if result.status == "timed_out" else FAILED
-        return self.runs.update_running(self.node_id, lambda r: r.finished(status, result.reason),
-                                        record.attempt) or record
+        why = failure_reason(result)
+        return self.runs.update_running(self.node_id, lambda r: r.finished(status, why), record.attempt) or record
 
     # -- job-owned nodes: claims ------------------------------------------------------------------------
     def claim(self, job: NodeJob, record: Optional[RunRecord],

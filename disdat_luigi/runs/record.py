@@ -24,6 +24,7 @@ RUNNING, SUCCEEDED, FAILED, INTERRUPTED, TIMED_OUT = "running", "succeeded", "fa
 STATUSES = (RUNNING, SUCCEEDED, FAILED, INTERRUPTED, TIMED_OUT)
 FINAL = (SUCCEEDED, FAILED, INTERRUPTED, TIMED_OUT)
 MAX_TEXT = 2000             # error lines and other free text in a record
+ERROR_PREFIX = "dsdt-entrypoint: error: "   # how a container says why it failed, in its log
 # container names, Batch job ids (an array child's is <id>:<index>): never a path
 _JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 

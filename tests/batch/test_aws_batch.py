@@ -288,7 +288,7 @@ def test_a_job_that_fails_before_it_starts_says_it_has_no_log(aws):
                          labels={"disdat.node_id": "0123456789abcdef0123456789abcdef"})
     job = backend.submit(request)
     states = []
-    result = job.wait(on_line=lambda line: None, on_status=states.append)
+    result = job.wait(on_lines=lambda lines: None, on_status=states.append)
     assert result.status == "failed" and states[-1] == "FAILED"
     assert result.reason.endswith("the job has no log stream: it failed before it started")
     assert result.log_tail == [] and job.logs() == [] and job.result() == result
