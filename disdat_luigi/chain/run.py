@@ -236,8 +236,10 @@ def _stop_jobs(plan: RunPlan, why: str) -> None:
     from ..runs.store import RunStore
     from ..runs.submit import stop_submitted
 
-    print(f"stopping the jobs this run submitted ({why})", file=sys.stderr)
-    stop_submitted(get_backend(plan.backend), RunStore(shared_remote(plan.remote_url, plan.remote_context)), why)
+    try:
+        stop_submitted(get_backend(plan.backend), RunStore(shared_remote(plan.remote_url, plan.remote_context)), why)
+    except DisdatError as exc:
+        print(f"the jobs this run submitted could not be stopped: {exc}", file=sys.stderr)
 
 
 def settle_nodes(plan: RunPlan) -> None:

@@ -245,6 +245,8 @@ class BatchJob(Job):
         with monitor.following(self.id):
             while True:
                 job, seen = monitor.next_round(self.id, seen)
+                if monitor.released(self.id):
+                    return JobResult("failed", f"AWS Batch job {self.id} was stopped by its client")
                 if job is None:
                     return JobResult("failed", f"AWS Batch has no job {self.id}")
                 if job["status"] != state:
@@ -267,7 +269,12 @@ class BatchJob(Job):
         return list(follower.kept)
 
     def cancel(self, reason: str) -> None:
-        self.backend.client.terminate(self.id, f"disdat-luigi: {reason}")
+        """Terminate the job; whoever waits for it stops waiting at once (even when Batch cannot be reached to
+        terminate it: then the error says so)."""
+        try:
+            self.backend.client.terminate(self.id, f"disdat-luigi: {reason}")
+        finally:
+            self.backend.monitor.release(self.id)
 
 
 def _ours(job: Optional[dict], node_id: str, remote: str) -> bool:

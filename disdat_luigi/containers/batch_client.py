@@ -93,7 +93,9 @@ class BatchClient:
                 session = make_session()
                 self._clients[service] = session.create_client(
                     service, region_name=region(session),
-                    config=Config(retries={"mode": "standard", "max_attempts": 8}, connect_timeout=10,
+                    # four attempts: a few seconds of backoff, not a minute, when Batch cannot be reached (our
+                    # own pace keeps throttling away; the monitor backs off between its rounds itself)
+                    config=Config(retries={"mode": "standard", "max_attempts": 4}, connect_timeout=10,
                                   read_timeout=60, max_pool_connections=20))
             return self._clients[service]
 

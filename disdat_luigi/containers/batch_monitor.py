@@ -33,6 +33,7 @@ class BatchMonitor:
         self._unknown: set = set()              # ids Batch said it does not know
         self._round = 0
         self._looked_at: Dict[str, int] = {}    # job id -> the latest round that asked about it
+        self._released: set = set()             # jobs whose waiters were let go (their job was stopped)
         self._refused_since: Optional[float] = None
         self._error: Optional[str] = None
         self._thread: Optional[threading.Thread] = None
@@ -57,6 +58,17 @@ class BatchMonitor:
                     del self._followed[job_id]
                     self._looked_at.pop(job_id, None)
 
+    def release(self, job_id: str) -> None:
+        """Let the waiters of a job go now (it was stopped: they need not wait for a round, which may be far off
+        while Batch cannot be reached)."""
+        with self._cond:
+            self._released.add(job_id)
+            self._cond.notify_all()
+
+    def released(self, job_id: str) -> bool:
+        with self._cond:
+            return job_id in self._released
+
     def latest(self, job_id: str) -> Optional[dict]:
         """The job's description from the latest round (None when it was never described)."""
         with self._cond:
@@ -67,8 +79,10 @@ class BatchMonitor:
         does not know it) and that round's number. Raises when Batch has refused every round for GIVE_UP
         seconds."""
         with self._cond:
-            while self._looked_at.get(job_id, 0) <= after:
+            while self._looked_at.get(job_id, 0) <= after and job_id not in self._released:
                 self._cond.wait(POLL_REFUSED_MAX)
+            if job_id in self._released:
+                return self._seen.get(job_id), after
             if self._error and self._refused_since and time.monotonic() - self._refused_since > GIVE_UP:
                 raise RemoteError(f"AWS Batch has not answered for {GIVE_UP:.0f} s: {self._error}")
             return (None if job_id in self._unknown else self._seen.get(job_id)), self._looked_at[job_id]

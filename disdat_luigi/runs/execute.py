@@ -20,6 +20,7 @@ with the backend's reason. Interrupting it stops the job only if this process su
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import replace
 from typing import Callable, Dict, List, Optional, Protocol
@@ -58,7 +59,8 @@ class _Interruptible:
         self.interrupted.set()
         job = self.job
         if job is not None and self._stops(job):
-            job.cancel(interrupted(why))
+            with contextlib.suppress(DisdatError):  # the node's own thread says what it could not stop
+                job.cancel(interrupted(why))
 
     def _stops(self, job: Job) -> bool:
         return True
@@ -188,9 +190,11 @@ class NodeAwait(_Interruptible):
         except KeyboardInterrupt as exc:
             if self._stops(job):
                 why = interrupted(str(exc))
-                with shielded():
-                    job.cancel(why)
-                    self.runs.update_running(self.node_id, lambda r: r.finished(INTERRUPTED, why))
+                with shielded(), contextlib.suppress(DisdatError):
+                    try:
+                        job.cancel(why)
+                    finally:
+                        self.runs.update_running(self.node_id, lambda r: r.finished(INTERRUPTED, why))
             raise
         record = self.runs.current(self.node_id)
         if self.runs.made_by(record):

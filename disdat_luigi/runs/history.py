@@ -185,11 +185,15 @@ def pending_output(remote: Remote, name: str) -> Optional[str]:
         raise DisdatError(f"the latest run of {name} failed{which} ({failed.node_id[:12]}, "
                           f"{failed.status.replace('_', ' ')}): {failed.error or 'no reason recorded'} "
                           f"(`dsdt logs {failed.node_id[:12]}`)")
-    backend, _ = _backend(root.backend)
-    state = backend.job(root.job_id).status() if backend is not None and root.job_id else None
+    backend, unusable = _backend(root.backend)
+    try:
+        state = backend.job(root.job_id).status() if backend is not None and root.job_id else None
+        unknown = "" if backend is not None else f" ({unusable})"
+    except DisdatError as exc:  # the backend cannot be reached: the record says what is known
+        state, unknown = None, f" ({root.backend} cannot tell more now: {str(exc).splitlines()[0]})"
     raise DisdatError(f"{name} is not ready yet: its run {root.node_id[:12]} ({root.pipe_cls}) is "
-                      f"{state or 'running'}{f' as job {root.job_id}' if root.job_id else ''}; pull again when it "
-                      f"has finished (`dsdt runs {name}`)")
+                      f"{state or 'running'}{f' as job {root.job_id}' if root.job_id else ''}{unknown}; pull again "
+                      f"when it has finished (`dsdt runs {name}`)")
 
 
 def settled(runs: RunStore, records: List[Optional[RunRecord]]) -> List[Optional[RunRecord]]:
