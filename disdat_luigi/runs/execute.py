@@ -191,10 +191,8 @@ class NodeAwait(_Interruptible):
             if self._stops(job):
                 why = interrupted(str(exc))
                 with shielded(), contextlib.suppress(DisdatError):
-                    try:
-                        job.cancel(why)
-                    finally:
-                        self.runs.update_running(self.node_id, lambda r: r.finished(INTERRUPTED, why))
+                    job.cancel(why)  # a job that could not be stopped goes on: its record says running still
+                    self.runs.update_running(self.node_id, lambda r: r.finished(INTERRUPTED, why))
             raise
         record = self.runs.current(self.node_id)
         if self.runs.made_by(record):
