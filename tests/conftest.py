@@ -128,12 +128,14 @@ def snapshot(root: Path) -> dict:
 
 
 def assert_user_error(result: Result, *fragments: str) -> None:
-    """One clear line on stderr, non-zero exit, no traceback."""
-    assert result.code != 0, result
+    """One clear line on stderr, no traceback, and the exit status the CLI promises: 2 for a usage mistake
+    (argparse's, which ends with "(see `dsdt ... -h`)"), 1 for every other user error."""
     lines = [ln for ln in result.err.splitlines() if ln.strip()]
     assert len(lines) == 1, result.err
     assert lines[0].startswith("dsdt: error: "), result.err
     assert "Traceback" not in result.err
+    usage = re.search(r"\(see `dsdt[^`]*-h`\)$", lines[0]) is not None
+    assert result.code == (2 if usage else 1), (result.code, lines[0])
     for f in fragments:
         assert f in lines[0], (f, lines[0])
 

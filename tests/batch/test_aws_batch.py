@@ -165,8 +165,8 @@ def test_session_credentials_reach_the_job_and_long_lived_keys_reach_nothing(aws
     for place in (r.err, r.out, json.dumps(job, default=str), json.dumps(definitions, default=str),
                   stored_log.decode(), remote_text.decode(errors="replace"), scheduler):
         assert LONG_KEY not in place and LONG_SECRET not in place
-    task = next(t for t in json.loads(scheduler)["response"].values() if t["name"] == "ExecuteContainer"
-                and t["params"]["output_bundle"] == "env")
+    (task,) = [t for t in json.loads(scheduler)["response"].values() if t["name"] == "ExecuteContainer"
+               and t["params"]["node_id"] == record.node_id]  # this run's node, whatever other tests ran
     console = "https://us-east-1.console.aws.amazon.com/batch/home?region=us-east-1#jobs/detail/"
     assert task["tracking_url"] == console + record.job_id
 

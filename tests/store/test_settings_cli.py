@@ -82,10 +82,15 @@ def test_a_bad_value_in_luigi_cfg_names_the_section_and_key(populated, tmp_path)
     assert fixed.code == 0, fixed.err   # the environment overrides the file
 
 
-@pytest.mark.parametrize("value", ["true", "false", "yes", "no", "1", "0", "TRUE", "No", " yes "])
-def test_booleans_accept_true_false_yes_no_1_0(populated, value):
+@pytest.mark.parametrize("value, meant", [("true", True), ("false", False), ("yes", True), ("no", False),
+                                         ("1", True), ("0", False), ("TRUE", True), ("No", False), (" yes ", True)])
+def test_booleans_accept_true_false_yes_no_1_0(populated, monkeypatch, value, meant):
+    from disdat_luigi import config
+
     r = run_dsdt("ls", env={"DISDAT_RUN_LOCAL_SCHEDULER": value})
     assert r.code == 0 and r.err == "", r
+    monkeypatch.setenv("DISDAT_RUN_LOCAL_SCHEDULER", value)
+    assert config.get("run", "local_scheduler") is meant   # read back as what it says, not just accepted
 
 
 @pytest.mark.parametrize("value", ["on", "off", "t", "y", "2", "-1", "maybe", "truee"])
