@@ -17,6 +17,9 @@ from ..errors import DisdatError, IntegrityError, NotFound
 from ..store.manifest import Manifest, check_created, check_name, check_uuid
 from .base import ObjectStore
 
+MAX_MANIFEST_BYTES = 128 << 20  # a manifest of ~500,000 files; a larger object on a remote is not one of ours
+
+
 def blob_key(sha256: str) -> str:
     return f"blobs/{sha256[:2]}/{sha256}"
 
@@ -61,7 +64,7 @@ class Remote:
         if uuid in self._manifests:
             return self._manifests[uuid]
         try:
-            raw = self.store.get_bytes(self.manifest_key(uuid))
+            raw = self.store.get_bytes(self.manifest_key(uuid), MAX_MANIFEST_BYTES)
         except NotFound:
             raise NotFound(f"bundle {uuid} is not on the remote {self.url} (context {self.context})") from None
         try:
