@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import TEST_PIPES, assert_user_error, snapshot
+from conftest import TEST_PIPES, assert_user_error, run_dsdt, snapshot
 
 
 @pytest.fixture
@@ -148,3 +148,43 @@ def test_a_value_no_bundle_can_hold_fails_with_one_line(home, pipe_root, cli):
                                               "cannot hold a socket: return dicts, lists, numbers, strings, files "
                                               "(paths or targets) or a pandas DataFrame")
     assert home.context().find() == [] and list(home.context().tmp.iterdir()) == []
+
+
+SHADOW = """print("the shadowing module ran")
+from disdat_luigi import PipeTask
+
+
+class X(PipeTask):
+    def pipe_run(self):
+        return 1
+"""
+
+
+@pytest.fixture
+def shadowing_root(tmp_path):
+    """A pipe_root whose modules take the names of standard library modules: ``this`` (not imported by
+    dsdt) and ``json`` (imported by dsdt before any pipe is loaded). Both print when they run."""
+    root = tmp_path / "shadowing_root"
+    root.mkdir()
+    for name in ("this", "json"):
+        (root / f"{name}.py").write_text(SHADOW)
+    return root
+
+
+@pytest.mark.parametrize("shadowing, pipe_cls, fragment", [
+    (False, "this.X", "unknown pipe class this.X: no module this under the pipe_root"),  # would print the Zen
+    (False, "os.system", "unknown pipe class os.system: no module os under the pipe_root"),
+    (False, "json.JSONDecoder", "unknown pipe class json.JSONDecoder: no module json under the pipe_root"),
+    (False, "nosuch.Pipe", "unknown pipe class nosuch.Pipe: no module nosuch under the pipe_root"),
+    (True, "this.X", "module this under the pipe_root {root} has the name of the module at "),
+    (True, "json.X", "module json under the pipe_root {root} has the name of the module already imported from "),
+])
+def test_pipe_modules_come_from_the_pipe_root_only(home, pipe_root, shadowing_root, shadowing, pipe_cls, fragment):
+    """A real process each: a module imported once is not imported again, so only a fresh process shows
+    whether a module ran (printed) before the pipe class was refused."""
+    root = pipe_root(shadowing_root if shadowing else TEST_PIPES)
+    before = snapshot(home.path)
+    r = run_dsdt("apply", "-", "out", pipe_cls)
+    assert_user_error(r, fragment.format(root=root))
+    assert r.out == ""  # neither the Zen of Python nor the shadowing module's line
+    assert snapshot(home.path) == before
