@@ -221,6 +221,37 @@ def pull(local_context: str, name: Optional[str] = None, uuid: Optional[str] = N
 
 
 # -- running pipes -----------------------------------------------------------------------------------------
+def _given(name: Optional[str]) -> Optional[str]:
+    """An output name as Disdat takes it: None or ``"-"`` is none (the pipe names its output)."""
+    return None if name in (None, "-") else name
+
+
+def _pipe_class(transform: Any) -> Type[PipeTask]:
+    """A PipeTask class given as itself or as ``"module.PipeClass"`` under the pipe_root."""
+    from ..pipe.loader import load_pipe_class
+    from ..pipe.task import PipeTask
+
+    cls = load_pipe_class(transform, config.pipe_root()) if isinstance(transform, str) else transform
+    if not (isinstance(cls, type) and issubclass(cls, PipeTask)):
+        raise DisdatError(f"{cls!r} is not a pipe class: it must subclass disdat_luigi.PipeTask")
+    return cls
+
+
+def _pipe_values(cls: Type[PipeTask], params: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+    from ..pipe.loader import params_from_json
+
+    return params_from_json(cls, json.dumps(_param_values(params)))
+
+
+def _root_name(transform: Any, params: Optional[Mapping[str, Any]]) -> str:
+    """The name the root pipe gives its output (set_bundle_name, else its class name): what :func:`run` names
+    the output when the caller gives none, since a planned run always has its name first."""
+    from ..pipe.graph import fresh_root, root_name
+
+    cls = _pipe_class(transform)
+    return root_name(fresh_root(cls, _pipe_values(cls, params)), None)
+
+
 def apply(local_context: str, transform: Union[str, Type[PipeTask]], output_bundle: Optional[str] = None,
           input_tags: Tags = None, output_tags: Tags = None, force: bool = False, force_all: bool = False,
           params: Optional[Mapping[str, Any]] = None, *, input_bundle: Union[str, Bundle, None] = None,
@@ -228,22 +259,22 @@ def apply(local_context: str, transform: Union[str, Type[PipeTask]], output_bund
     """Run a pipe class and its upstream pipes in this process, as ``dsdt apply``; returns the output bundle.
 
     ``transform`` is a PipeTask class or ``"module.PipeClass"`` under the pipe_root. ``params`` take Python
-    values or Luigi strings. ``output_bundle`` defaults to the class name in lower case. ``input_bundle`` (a
-    name, its latest version with ``input_tags``, or a Bundle) becomes ``pipeline_input``. Unchanged inputs,
-    parameters and code: the existing output is returned and nothing runs; ``force`` (or ``force_all``) runs
-    the whole graph again. The code version is the pipe_root's (``DISDAT_PIPE_ROOT``, default the current
-    directory), so keep pipe classes there. A failing pipe raises PipeFailed and leaves no bundle.
+    values or Luigi strings. The output is named as in Disdat: ``output_bundle`` when given, else (None or
+    ``"-"``) the name the pipe's ``pipe_requires`` sets with ``set_bundle_name``, else its class name, so
+    ``api.get(ctx, that_name)`` finds it; upstream outputs are named by their own ``set_bundle_name``, else
+    ``<output>-<dependency name>`` (see :mod:`disdat_luigi.pipe.identity`, which also lists where this
+    differs from Disdat). ``input_bundle`` (a name, its latest version with ``input_tags``, or a Bundle)
+    becomes ``pipeline_input``. Unchanged inputs, parameters, output name and code: the existing output is
+    returned and nothing runs; ``force`` (or ``force_all``) runs the whole graph again. The code version is
+    the pipe_root's (``DISDAT_PIPE_ROOT``, default the current directory), so keep pipe classes there. A
+    failing pipe raises PipeFailed and leaves no bundle.
     """
     from ..pipe.apply import apply as apply_pipe
-    from ..pipe.loader import code_version, load_pipe_class, params_from_json
-    from ..pipe.task import PipeTask
+    from ..pipe.loader import code_version
 
     with opened(local_context) as ctx:
-        root = config.pipe_root()
-        cls = load_pipe_class(transform, root) if isinstance(transform, str) else transform
-        if not (isinstance(cls, type) and issubclass(cls, PipeTask)):
-            raise DisdatError(f"{cls!r} is not a pipe class: it must subclass disdat_luigi.PipeTask")
-        values = params_from_json(cls, json.dumps(_param_values(params)))
+        cls = _pipe_class(transform)
+        values = _pipe_values(cls, params)
         in_tags, out_tags = tags_of(input_tags), tags_of(output_tags)
         if isinstance(input_bundle, Bundle):
             source: Optional[StoreBundle] = input_bundle._closed_store(ctx)
@@ -253,25 +284,25 @@ def apply(local_context: str, transform: Union[str, Type[PipeTask]], output_bund
             raise DisdatError("input_tags need an input_bundle")
         else:
             source = None
-        name = cls.__name__.lower() if output_bundle in (None, "-") else output_bundle
         with _quiet(verbose):
-            result = apply_pipe(ctx, cls, values, source, name, out_tags,  # type: ignore[arg-type]
-                                code_version=code_version(root), force=force or force_all)
+            result = apply_pipe(ctx, cls, values, source, _given(output_bundle), out_tags,
+                                code_version=code_version(config.pipe_root()), force=force or force_all)
         return Bundle._wrap(ctx.name, result.bundle)
 
 
-def run(local_context: str, input_bundle: Optional[str], output_bundle: str, pipe_cls: Union[str, Type[PipeTask]],
-        params: Optional[Mapping[str, Any]] = None, backend: Optional[str] = None, force: bool = False, *,
-        input_tags: Tags = None, output_tags: Tags = None, push_input: bool = True,
-        aws_session_token_duration: int = 0, workers: Optional[int] = None, scheduler_url: Optional[str] = None,
-        pull_intermediates: bool = False, force_all: bool = False, pipeline_args: Optional[Mapping[str, Any]] = None,
-        verbose: bool = False) -> Bundle:
+def run(local_context: str, input_bundle: Optional[str], output_bundle: Optional[str],
+        pipe_cls: Union[str, Type[PipeTask]], params: Optional[Mapping[str, Any]] = None,
+        backend: Optional[str] = None, force: bool = False, *, input_tags: Tags = None, output_tags: Tags = None,
+        push_input: bool = True, aws_session_token_duration: int = 0, workers: Optional[int] = None,
+        scheduler_url: Optional[str] = None, pull_intermediates: bool = False, force_all: bool = False,
+        pipeline_args: Optional[Mapping[str, Any]] = None, verbose: bool = False) -> Bundle:
     """``dsdt run`` from Python: run a pipe class (``"module.PipeClass"`` under the pipe_root, or the class) and
     its upstream pipes in containers built by ``dsdt dockerize``, as a Luigi graph; returns the output bundle,
     pulled into ``local_context``. ``input_bundle`` is a committed bundle's name, or None for no input; it
-    is pushed to the context's remote first unless ``push_input=False``. ``backend`` defaults to ``[run]
-    backend`` (Local); ``aws_session_token_duration`` gives the containers temporary STS credentials only.
-    An identical earlier run is reused; ``force`` (or ``force_all``) runs the graph again."""
+    is pushed to the context's remote first unless ``push_input=False``. ``output_bundle`` None (or ``"-"``)
+    names the output as :func:`apply` does. ``backend`` defaults to ``[run] backend`` (Local);
+    ``aws_session_token_duration`` gives the containers temporary STS credentials only. An identical earlier
+    run is reused; ``force`` (or ``force_all``) runs the graph again."""
     from ..chain.run import RunOptions, output_bundle as output_of, run as run_chain
 
     params = _alias(params, pipeline_args, "params or pipeline_args")
@@ -280,8 +311,9 @@ def run(local_context: str, input_bundle: Optional[str], output_bundle: str, pip
     if workers is not None and not 1 <= workers <= 64:
         raise DisdatError("workers takes a number from 1 to 64")
     options = RunOptions(
-        input_bundle=None if input_bundle in (None, "-") else input_bundle, output_bundle=output_bundle,
-        pipe_cls=pipe_cls if isinstance(pipe_cls, str) else pipe_cls.pipe_path(),
+        input_bundle=None if input_bundle in (None, "-") else input_bundle,
+        output_bundle=_given(output_bundle) or _root_name(pipe_cls, params),
+        pipe_cls=pipe_cls if isinstance(pipe_cls, str) else _pipe_class(pipe_cls).pipe_path(),
         pipe_params=_param_values(params), backend=backend or "",
         input_tags=tags_of(input_tags), output_tags=tags_of(output_tags), force=force or force_all,
         push_input=push_input, session_token_seconds=aws_session_token_duration,

@@ -200,11 +200,16 @@ def from_canonical(cls: Type[PipeTask], canonical: Dict[str, str]) -> PipeTask:
     unknown = sorted(set(canonical) - set(params))
     if unknown:
         raise _unknown(cls, "--" + unknown[0].replace("_", "-"))
-    values = {name: _parse_one(cls, name, params[name], text) for name, text in canonical.items()}
+    return make_pipe(cls, {name: _parse_one(cls, name, params[name], text) for name, text in canonical.items()})
+
+
+def make_pipe(cls: Type[PipeTask], values: Dict[str, Any]) -> PipeTask:
+    """A pipe instance; a missing required parameter (or a constructor that raises) is one line, not Luigi's
+    traceback."""
     try:
         return cls(**values)
     except Exception as exc:
-        raise DisdatError(f"cannot make {cls.pipe_path()} with {canonical}: {exc}") from None
+        raise DisdatError(f"cannot make {cls.pipe_path()} with {values}: {exc}") from None
 
 
 def files_of(pipe_root: Path) -> List[Path]:

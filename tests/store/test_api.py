@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, snapshot
+from conftest import REPO, TEST_PIPES, snapshot
 from disdat_luigi import api, errors
 from disdat_luigi.config import SettingsError
 from disdat_luigi.remotes import open_store
@@ -48,11 +48,11 @@ def _state(home, url=None):
     return snapshot(home.path), (_keys(url) if url else None)
 
 
-def _pipe_class(dotted):
-    """A pipe class of the example pipe_root, as a notebook imports it."""
+def _pipe_class(dotted, root=REPO / "pipes"):
+    """A pipe class of the example pipe_root (or another), as a notebook imports it."""
     from disdat_luigi.pipe.loader import load_pipe_class
 
-    return load_pipe_class(dotted, REPO / "pipes")
+    return load_pipe_class(dotted, root)
 
 
 def _refused(call, error, fragment):
@@ -259,7 +259,7 @@ def test_apply(home, pipe_root, files):
                        force=True, input_tags={"v": "1"}, output_tags={"stage": "dev"})
     assert again.uuid == second.uuid and forced.uuid != second.uuid and forced.tags == {"stage": "dev"}
     totals = api.apply("test", "sales.GroupBy", input_bundle="texts")
-    assert totals.name == "groupby" and list(totals.data.columns) == ["region", "sum", "count"]
+    assert totals.name == "GroupBy" and list(totals.data.columns) == ["region", "sum", "count"]
     assert totals.data.to_dict("list") == {"region": ["eu", "us"], "sum": [8, 4], "count": [2, 1]}
     assert [b.name for b in api.search("test", find_intermediates=True)] == []
 
@@ -271,6 +271,39 @@ def test_apply_with_upstream_pipes(home, pipe_root, files):
     made = {b.name for b in api.search("test", find_intermediates=True)}
     assert made == {"report-words", "line_stats"}
     assert {b.name for b in api.search("test", find_roots=True)} == {"report", "texts"}
+
+
+def test_apply_names_the_output_as_disdat_does(home, pipe_root):
+    """No output name: the one the root pipe sets in pipe_requires, else its class name; a given name wins."""
+    pipe_root(TEST_PIPES)
+    NamesItself = _pipe_class("named.NamesItself", TEST_PIPES)
+    made = api.apply("test", NamesItself)
+    assert made.name == "the_name" and api.get("test", "the_name").uuid == made.uuid
+    assert api.get("test", "the_name-part").data == 1  # its upstream: <output>-<dependency name>
+    assert api.apply("test", "named.NamesItself", "-").uuid == made.uuid  # up to date
+    assert api.apply("test", NamesItself, "the_name").uuid == made.uuid  # the same output, named the same
+    given = api.apply("test", NamesItself, "given")
+    assert given.name == "given" and given.uuid != made.uuid and given.data == 2
+    unnamed = api.apply("test", "named.Unnamed")
+    assert unnamed.name == "Unnamed" and api.get("test", "Unnamed").uuid == unnamed.uuid
+    assert sorted(b.name for b in api.search("test")) == ["Unnamed", "given", "the_name", "the_name-part"]
+
+
+def test_run_names_the_output_as_apply_does_before_it_plans(home, pipe_root, monkeypatch):
+    """What api.run hands to the planner (which needs a remote and images to go further)."""
+    from disdat_luigi.chain import run as chain_run
+
+    def planned(options):
+        raise api.DisdatError(f"planned {options.output_bundle} for {options.pipe_cls}")
+
+    pipe_root(TEST_PIPES)
+    monkeypatch.setattr(chain_run, "run", planned)
+    _refused(lambda: api.run("test", None, None, "named.NamesItself"), api.DisdatError,
+             "planned the_name for named.NamesItself")
+    _refused(lambda: api.run("test", None, "-", _pipe_class("named.Unnamed", TEST_PIPES)), api.DisdatError,
+             "planned Unnamed for named.Unnamed")
+    _refused(lambda: api.run("test", None, "given", "named.NamesItself"), api.DisdatError,
+             "planned given for named.NamesItself")
 
 
 def test_refused_and_failing_apply_change_nothing_and_print_nothing(home, pipe_root, files, capfd):

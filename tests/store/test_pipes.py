@@ -116,6 +116,15 @@ def test_values_cross_bundles_with_their_types(home, pipe_root, cli):
     assert home.context().latest("total-seed").data() == 20  # derived name: output + dependency name
 
 
+def test_apply_without_an_output_name_takes_the_name_the_pipe_sets(home, pipe_root, cli):
+    pipe_root(TEST_PIPES)
+    r = cli("apply", "-", "-", "named.NamesItself")
+    uuid = home.context().latest("the_name").uuid
+    assert r.code == 0 and r.out.splitlines()[-1].startswith(f"the_name {uuid}: made 2 bundle(s)"), r
+    assert cli("apply", "-", "-", "named.Unnamed").code == 0
+    assert sorted(row.name for row in home.context().find()) == ["Unnamed", "the_name", "the_name-part"]
+
+
 def test_apply_bad_inputs_change_nothing(home, pipe_root, cli, texts):
     before = snapshot(home.path)
     cases = [
@@ -132,6 +141,14 @@ def test_apply_bad_inputs_change_nothing(home, pipe_root, cli, texts):
     ]
     for args, fragment in cases:
         assert_user_error(cli(*args), fragment)
+    assert snapshot(home.path) == before
+
+
+def test_a_missing_required_parameter_is_one_line(home, pipe_root, cli):
+    pipe_root(TEST_PIPES)
+    before = snapshot(home.path)
+    assert_user_error(cli("apply", "-", "out", "fan.Part"), "cannot make fan.Part with {}:",
+                      "requires the 'i' parameter to be set")
     assert snapshot(home.path) == before
 
 
