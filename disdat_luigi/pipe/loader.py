@@ -28,6 +28,7 @@ from typing import Any, Dict, List, Optional, Sequence, Type
 import luigi
 
 from ..errors import DisdatError, NotFound
+from ..store.values import nests_too_deep, too_deep
 from .task import PipeTask
 
 _SKIP_DIRS = {"__pycache__", "build", "dist"}
@@ -177,6 +178,10 @@ def params_from_json(cls: Type[PipeTask], text: str) -> Dict[str, Any]:
         obj = json.loads(text or "{}")
     except ValueError as exc:
         raise DisdatError(f"pipe params must be a JSON object: {exc}") from None
+    except RecursionError:  # deeper than json's parser goes
+        raise too_deep("pipe params") from None
+    if nests_too_deep(obj):
+        raise too_deep("pipe params")
     if not isinstance(obj, dict):
         raise DisdatError("pipe params must be a JSON object, e.g. '{\"min_len\": 3}'")
     params = _params(cls)

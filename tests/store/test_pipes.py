@@ -205,3 +205,13 @@ def test_pipe_modules_come_from_the_pipe_root_only(home, pipe_root, shadowing_ro
     assert_user_error(r, fragment.format(root=root))
     assert r.out == ""  # neither the Zen of Python nor the shadowing module's line
     assert snapshot(home.path) == before
+
+
+def test_a_value_nested_too_deep_fails_with_one_line(home, pipe_root, cli):
+    pipe_root(TEST_PIPES)
+    r = cli("apply", "-", "out", "unstorable.ReturnsDeepNesting")
+    assert r.code == 1
+    assert r.err.strip().splitlines()[-1] == ("dsdt: error: unstorable.ReturnsDeepNesting failed: DisdatError: a "
+                                              "bundle's data nests lists and dicts more than 100 levels deep: "
+                                              "flatten it or write it to a file")
+    assert home.context().find() == [] and list(home.context().tmp.iterdir()) == []

@@ -142,6 +142,15 @@ def test_params_from_json_invalid_json():
     assert str(err.value).startswith("pipe params must be a JSON object: ")
 
 
+@pytest.mark.parametrize("depth", [101, 100_000])
+def test_params_from_json_nested_too_deep_is_one_line(depth):
+    text = json.dumps({"cols": []}).replace("[]", "[" * depth + "]" * depth)
+    with pytest.raises(DisdatError) as info:
+        params_from_json(LdPipe, text)
+    assert str(info.value) == "pipe params nests lists and dicts more than 100 levels deep: flatten it or write it " \
+                              "to a file"
+
+
 def test_params_from_json_unknown_key_lists_the_known_ones():
     with pytest.raises(DisdatError) as err:
         params_from_json(LdPipe, '{"max_len": 3}')
