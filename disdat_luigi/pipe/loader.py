@@ -1,17 +1,18 @@
 """Finding pipe classes under a pipe_root, reading their parameters, and naming their code version.
 
 The pipe_root is ``[disdat] pipe_root`` in luigi.cfg, or ``DISDAT_PIPE_ROOT``, default the current
-directory; ``module.submodule.PipeClass`` is imported from it and from nowhere else. Importing runs a module,
-so the top-level module is looked for under the pipe_root first (a module or a package with an
+directory; ``module.submodule.PipeClass`` is imported from it and from nowhere else. Importing runs a
+module, so its top-level module is looked for under the pipe_root first (a module, or a package with an
 ``__init__.py``) and anything else is refused before it runs: ``this.X`` must not print the Zen of Python,
-nor ``os.system`` import ``os``. A module under the pipe_root whose name another module already has in this
-process (one already imported, a built-in, the standard library's, an installed package's) is refused too:
-the pipe_root goes on ``sys.path`` so that pipe modules import each other, and one name cannot mean two
-modules in a process, so whichever was imported first would silently replace the other for every later
-import. Parameters come in Luigi's own command-line
-form (``--min-len 3``) or as a JSON object (``{"min_len": 3}``) and always end up in one canonical form:
-``{name: luigi-serialized string}`` for every parameter, which is what run ids hash and what the container
-receives.
+nor ``os.system`` be looked up in ``os``. A module under the pipe_root whose name another module already
+has in this process (one already imported, a built-in, the standard library's, an installed package's) is
+refused too: the pipe_root goes on ``sys.path`` so that pipe modules import each other, and one name cannot
+mean two modules in a process, so whichever was imported first would silently replace the other for every
+later import.
+
+Parameters come in Luigi's own command-line form (``--min-len 3``) or as a JSON object (``{"min_len": 3}``)
+and always end up in one canonical form: ``{name: luigi-serialized string}`` for every parameter, which is
+what run ids hash and what the container receives.
 """
 from __future__ import annotations
 
