@@ -8,7 +8,9 @@ process, :func:`run` in containers). Where this package's argument names differ 
 accepted as keywords (``name``/``human_name``/``bundle_name``, ``params``/``pipeline_args``, ...).
 
 Every call is a thin layer over the functions the CLI calls, so it refuses what ``dsdt`` refuses, with the
-same typed errors (importable from here, e.g. :class:`NotFound`), and a refused call changes nothing.
+same typed errors (importable from here, e.g. :class:`NotFound`), and a refused call changes nothing. An
+argument of the wrong type (``force="yes"``, ``workers="2"``, ``params=[...]``, values nested more than
+100 levels deep) is refused the same way, with one :class:`DisdatError` line, before anything is done.
 Contexts are always named, never implied by the CLI's active one, and no call prints: ``verbose=True`` on
 :func:`apply` and :func:`run` shows Luigi's log and the containers' output, as ``dsdt`` does.
 """
@@ -22,8 +24,9 @@ import sys
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Optional, Type, Union
 
 from .. import config
-from .bundle import Bundle, Tags, home, opened, selected, tags_of
+from .bundle import Bundle, Tags, home, json_text, opened, selected, tags_of
 from ..config import SettingsError
+from ..display import safe
 from ..errors import (ContainerFailed, DiskFull, DisdatError, IntegrityError, NotFound, PipeFailed, RemoteError,
                      StoreDamaged)
 from ..remotes import open_store, remote_of, transfer
@@ -55,7 +58,30 @@ def _param_values(params: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
     """Parameters as JSON values (dates and the like as their text, which Luigi's parameters parse)."""
     if params is not None and not isinstance(params, Mapping):
         raise DisdatError(f"params must be a dict of parameter names to values, not a {type(params).__name__}")
-    return json.loads(json.dumps(dict(params or {}), default=str))
+    return json.loads(json_text(dict(params or {}), "params"))
+
+
+def _shown(value: Any) -> str:
+    return safe(repr(value))[:60]
+
+
+def _flags(**flags: Any) -> None:
+    """Switches take True or False: a "no" or a 0 would silently mean the opposite, or the default."""
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise DisdatError(f"{name} takes True or False, not {_shown(value)}")
+
+
+def _whole(name: str, value: Any, low: int, high: Optional[int], what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        raise DisdatError(f"{name} takes a whole number {what}, not {_shown(value)}")
+
+
+def _texts(**texts: Any) -> None:
+    """Optional settings given as text (None: the configured default)."""
+    for name, value in texts.items():
+        if value is not None and not isinstance(value, str):
+            raise DisdatError(f"{name} takes a str, not {_shown(value)}")
 
 
 def _drop(record: logging.LogRecord) -> bool:
@@ -128,6 +154,9 @@ def search(local_context: str, name: Optional[str] = None, tags: Tags = None, is
     first; ``[]`` when none. ``find_roots``/``find_intermediates``: only what a pipe graph's root (resp. an
     upstream pipe) made; bundles built here or added are roots."""
     pattern = _alias(name, human_name, "name or human_name")
+    _flags(find_intermediates=find_intermediates, find_roots=find_roots)
+    if is_committed is not None:
+        _flags(is_committed=is_committed)
     with opened(local_context) as ctx:
         rows = sorted(ctx.find([pattern] if pattern else [], tags_of(tags), is_committed),
                       key=lambda r: r.created, reverse=True)
@@ -167,6 +196,7 @@ def rm(local_context: str, name: Optional[str] = None, uuid: Optional[str] = Non
     ``rm_old_only``) or the bundle ``uuid``; ``rm(ctx, rm_all=True)`` empties the context. Returns the uuids
     removed; a name or uuid that matches nothing is NotFound."""
     name = _alias(name, bundle_name, "name or bundle_name")
+    _flags(rm_all=rm_all, rm_old_only=rm_old_only)  # rm_all="no" would remove every version
     wanted = tags_of(tags)
     with opened(local_context) as ctx:
         if uuid or name:
@@ -212,6 +242,7 @@ def pull(local_context: str, name: Optional[str] = None, uuid: Optional[str] = N
     never here; with neither, every bundle on the remote, as a list. Files always come local and verified
     (``localize`` is Disdat's argument, kept so calls move over)."""
     name = _alias(name, bundle_name, "name or bundle_name")
+    _flags(localize=localize)
     with opened(local_context) as ctx, remote_of(ctx) as rem:
         one = bool(name or uuid)
         uuids = ([check_uuid(uuid) if uuid else rem.latest(name).uuid] if one  # type: ignore[arg-type]
@@ -221,6 +252,37 @@ def pull(local_context: str, name: Optional[str] = None, uuid: Optional[str] = N
 
 
 # -- running pipes -----------------------------------------------------------------------------------------
+def _given(name: Optional[str], what: str = "bundle name") -> Optional[str]:
+    """A bundle name as Disdat takes it: None or ``"-"`` is none (for an output: the pipe names it)."""
+    return None if name in (None, "-") else check_name(name, what)  # type: ignore[arg-type]
+
+
+def _pipe_class(transform: Any) -> Type[PipeTask]:
+    """A PipeTask class given as itself or as ``"module.PipeClass"`` under the pipe_root."""
+    from ..pipe.loader import load_pipe_class
+    from ..pipe.task import PipeTask
+
+    cls = load_pipe_class(transform, config.pipe_root()) if isinstance(transform, str) else transform
+    if not (isinstance(cls, type) and issubclass(cls, PipeTask)):
+        raise DisdatError(f"{_shown(cls)} is not a pipe class: it must subclass disdat_luigi.PipeTask")
+    return cls
+
+
+def _pipe_values(cls: Type[PipeTask], params: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+    from ..pipe.loader import params_from_json
+
+    return params_from_json(cls, json.dumps(_param_values(params)))
+
+
+def _root_name(transform: Any, params: Optional[Mapping[str, Any]]) -> str:
+    """The name the root pipe gives its output (set_bundle_name, else its class name): what :func:`run` names
+    the output when the caller gives none, since a planned run always has its name first."""
+    from ..pipe.graph import fresh_root, root_name
+
+    cls = _pipe_class(transform)
+    return root_name(fresh_root(cls, _pipe_values(cls, params)), None)
+
+
 def apply(local_context: str, transform: Union[str, Type[PipeTask]], output_bundle: Optional[str] = None,
           input_tags: Tags = None, output_tags: Tags = None, force: bool = False, force_all: bool = False,
           params: Optional[Mapping[str, Any]] = None, *, input_bundle: Union[str, Bundle, None] = None,
@@ -228,23 +290,27 @@ def apply(local_context: str, transform: Union[str, Type[PipeTask]], output_bund
     """Run a pipe class and its upstream pipes in this process, as ``dsdt apply``; returns the output bundle.
 
     ``transform`` is a PipeTask class or ``"module.PipeClass"`` under the pipe_root. ``params`` take Python
-    values or Luigi strings. ``output_bundle`` defaults to the class name in lower case. ``input_bundle`` (a
-    name, its latest version with ``input_tags``, or a Bundle) becomes ``pipeline_input``. Unchanged inputs,
-    parameters and code: the existing output is returned and nothing runs; ``force`` (or ``force_all``) runs
-    the whole graph again. The code version is the pipe_root's (``DISDAT_PIPE_ROOT``, default the current
-    directory), so keep pipe classes there. A failing pipe raises PipeFailed and leaves no bundle.
+    values or Luigi strings. The output is named as in Disdat: ``output_bundle`` when given, else (None or
+    ``"-"``) the name the pipe's ``pipe_requires`` sets with ``set_bundle_name``, else its class name, so
+    ``api.get(ctx, that_name)`` finds it; upstream outputs are named by their own ``set_bundle_name``, else
+    ``<output>-<dependency name>`` (see :mod:`disdat_luigi.pipe.identity`, which also lists where this
+    differs from Disdat). ``input_bundle`` (a name, its latest version with ``input_tags``, or a Bundle)
+    becomes ``pipeline_input``. Unchanged inputs, parameters, output name and code: the existing output is
+    returned and nothing runs; ``force`` (or ``force_all``) runs the whole graph again. The code version is
+    the pipe_root's (``DISDAT_PIPE_ROOT``, default the current directory), so keep pipe classes there. A
+    failing pipe raises PipeFailed and leaves no bundle.
     """
     from ..pipe.apply import apply as apply_pipe
-    from ..pipe.loader import code_version, load_pipe_class, params_from_json
-    from ..pipe.task import PipeTask
+    from ..pipe.loader import code_version
 
+    _flags(force=force, force_all=force_all, verbose=verbose)
+    if not (input_bundle is None or isinstance(input_bundle, (str, Bundle))):
+        raise DisdatError(f"input_bundle takes a bundle name or an api.Bundle, not {_shown(input_bundle)}")
+    output_name = _given(output_bundle)
+    in_tags, out_tags = tags_of(input_tags), tags_of(output_tags)
     with opened(local_context) as ctx:
-        root = config.pipe_root()
-        cls = load_pipe_class(transform, root) if isinstance(transform, str) else transform
-        if not (isinstance(cls, type) and issubclass(cls, PipeTask)):
-            raise DisdatError(f"{cls!r} is not a pipe class: it must subclass disdat_luigi.PipeTask")
-        values = params_from_json(cls, json.dumps(_param_values(params)))
-        in_tags, out_tags = tags_of(input_tags), tags_of(output_tags)
+        cls = _pipe_class(transform)
+        values = _pipe_values(cls, params)
         if isinstance(input_bundle, Bundle):
             source: Optional[StoreBundle] = input_bundle._closed_store(ctx)
         elif input_bundle not in (None, "-"):
@@ -253,40 +319,44 @@ def apply(local_context: str, transform: Union[str, Type[PipeTask]], output_bund
             raise DisdatError("input_tags need an input_bundle")
         else:
             source = None
-        name = cls.__name__.lower() if output_bundle in (None, "-") else output_bundle
         with _quiet(verbose):
-            result = apply_pipe(ctx, cls, values, source, name, out_tags,  # type: ignore[arg-type]
-                                code_version=code_version(root), force=force or force_all)
+            result = apply_pipe(ctx, cls, values, source, output_name, out_tags,
+                                code_version=code_version(config.pipe_root()), force=force or force_all)
         return Bundle._wrap(ctx.name, result.bundle)
 
 
-def run(local_context: str, input_bundle: Optional[str], output_bundle: str, pipe_cls: Union[str, Type[PipeTask]],
-        params: Optional[Mapping[str, Any]] = None, backend: Optional[str] = None, force: bool = False, *,
-        input_tags: Tags = None, output_tags: Tags = None, push_input: bool = True,
-        aws_session_token_duration: int = 0, workers: Optional[int] = None, scheduler_url: Optional[str] = None,
-        pull_intermediates: bool = False, force_all: bool = False, pipeline_args: Optional[Mapping[str, Any]] = None,
-        verbose: bool = False) -> Bundle:
+def run(local_context: str, input_bundle: Optional[str], output_bundle: Optional[str],
+        pipe_cls: Union[str, Type[PipeTask]], params: Optional[Mapping[str, Any]] = None,
+        backend: Optional[str] = None, force: bool = False, *, input_tags: Tags = None, output_tags: Tags = None,
+        push_input: bool = True, aws_session_token_duration: int = 0, workers: Optional[int] = None,
+        scheduler_url: Optional[str] = None, pull_intermediates: bool = False, force_all: bool = False,
+        pipeline_args: Optional[Mapping[str, Any]] = None, verbose: bool = False) -> Bundle:
     """``dsdt run`` from Python: run a pipe class (``"module.PipeClass"`` under the pipe_root, or the class) and
     its upstream pipes in containers built by ``dsdt dockerize``, as a Luigi graph; returns the output bundle,
     pulled into ``local_context``. ``input_bundle`` is a committed bundle's name, or None for no input; it
-    is pushed to the context's remote first unless ``push_input=False``. ``backend`` defaults to ``[run]
-    backend`` (Local); ``aws_session_token_duration`` gives the containers temporary STS credentials only.
-    An identical earlier run is reused; ``force`` (or ``force_all``) runs the graph again."""
+    is pushed to the context's remote first unless ``push_input=False``. ``output_bundle`` None (or ``"-"``)
+    names the output as :func:`apply` does. ``backend`` defaults to ``[run] backend`` (Local);
+    ``aws_session_token_duration`` gives the containers temporary STS credentials only. An identical earlier
+    run is reused; ``force`` (or ``force_all``) runs the graph again."""
     from ..chain.run import RunOptions, output_bundle as output_of, run as run_chain
 
     params = _alias(params, pipeline_args, "params or pipeline_args")
-    if aws_session_token_duration < 0:
-        raise DisdatError("aws_session_token_duration takes a number of seconds")
-    if workers is not None and not 1 <= workers <= 64:
-        raise DisdatError("workers takes a number from 1 to 64")
+    _flags(force=force, force_all=force_all, push_input=push_input, pull_intermediates=pull_intermediates,
+           verbose=verbose)
+    _whole("aws_session_token_duration", aws_session_token_duration, 0, None, "of seconds")
+    if workers is not None:
+        _whole("workers", workers, 1, 64, "from 1 to 64")
+    _texts(backend=backend, scheduler_url=scheduler_url)
+    context = check_name(local_context, "context name")
+    input_name = _given(input_bundle, "input bundle name")
+    values = _param_values(params)
+    in_tags, out_tags = tags_of(input_tags), tags_of(output_tags)
+    pipe_path = pipe_cls if isinstance(pipe_cls, str) else _pipe_class(pipe_cls).pipe_path()
     options = RunOptions(
-        input_bundle=None if input_bundle in (None, "-") else input_bundle, output_bundle=output_bundle,
-        pipe_cls=pipe_cls if isinstance(pipe_cls, str) else pipe_cls.pipe_path(),
-        pipe_params=_param_values(params), backend=backend or "",
-        input_tags=tags_of(input_tags), output_tags=tags_of(output_tags), force=force or force_all,
-        push_input=push_input, session_token_seconds=aws_session_token_duration,
-        pull_intermediates=pull_intermediates, workers=workers, scheduler_url=scheduler_url,
-        context=check_name(local_context, "context name"))
+        input_bundle=input_name, output_bundle=_given(output_bundle) or _root_name(pipe_cls, params),
+        pipe_cls=pipe_path, pipe_params=values, backend=backend or "", input_tags=in_tags, output_tags=out_tags,
+        force=force or force_all, push_input=push_input, session_token_seconds=aws_session_token_duration,
+        pull_intermediates=pull_intermediates, workers=workers, scheduler_url=scheduler_url, context=context)
     with _quiet(verbose):
         plan = run_chain(options)
     return Bundle._wrap(plan.context, output_of(plan))

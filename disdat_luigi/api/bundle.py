@@ -22,6 +22,7 @@ from ..remotes import remote_of, transfer
 from ..store.context import Bundle as StoreBundle, Context, Staging
 from ..store.home import Home
 from ..store.manifest import CREATED_FORMAT, check_created, check_name, check_tag
+from ..store.values import nests_too_deep, too_deep
 
 Tags = Optional[Mapping[str, str]]
 _UNSET = object()
@@ -49,6 +50,16 @@ def tags_of(tags: Tags) -> Dict[str, str]:
     if not isinstance(tags, Mapping):
         raise DisdatError(f"tags must be a dict of str to str, not a {type(tags).__name__}")
     return dict(check_tag(k, v) for k, v in tags.items())
+
+
+def json_text(value: Any, what: str) -> str:
+    """``value`` as JSON text (dates and the like as their text), or one line saying why it cannot be."""
+    if nests_too_deep(value):  # json.dumps would raise RecursionError (or loop on a list holding itself)
+        raise too_deep(what)
+    try:
+        return json.dumps(value, default=str)
+    except TypeError as exc:  # a dict key that is not text
+        raise DisdatError(f"{what} cannot be JSON: {exc}") from None
 
 
 def _epoch(stamp: Optional[str], what: str) -> float:
@@ -215,7 +226,7 @@ class Bundle:
     def add_data(self, data: Any) -> Bundle:
         """The bundle's value (replacing an earlier one): what ``dsdt add`` and a pipe's return take: a scalar,
         list, dict, a path or list of paths to local files (copied in; paths from :meth:`get_file` are not), a
-        pandas DataFrame. Checked when the bundle is closed."""
+        pandas DataFrame; lists and dicts nested at most 100 levels deep. Checked when the bundle is closed."""
         self._editable()
         self._data = data
         return self
@@ -236,7 +247,7 @@ class Bundle:
         self._editable()
         if not isinstance(params, Mapping) or not all(isinstance(k, str) for k in params):
             raise DisdatError("params must be a dict with str keys")
-        texts = {k: v if isinstance(v, str) else json.dumps(v, default=str) for k, v in params.items()}
+        texts = {k: v if isinstance(v, str) else json_text(v, f"param {k}") for k, v in params.items()}
         self._lineage.setdefault("params", {}).update(texts)
         return self
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import sys
 
@@ -17,14 +17,14 @@ from ..store.manifest import parse_tags
 
 
 
-def _pipe_arguments(p: argparse.ArgumentParser) -> None:
+def _pipe_arguments(p: argparse.ArgumentParser, output_help: str) -> None:
     p.add_argument("-it", "--input-tag", action="append", default=[], metavar="KEY:VALUE",
                    help="use the latest input version with this tag")
     p.add_argument("-ot", "--output-tag", action="append", default=[], metavar="KEY:VALUE",
                    help="tag the output bundle")
     p.add_argument("--force", action="store_true", help="run again even if an identical run already happened")
     p.add_argument("input_bundle", help="input bundle name, or - for none")
-    p.add_argument("output_bundle", help="name of the output bundle")
+    p.add_argument("output_bundle", help=output_help)
     p.add_argument("pipe_cls", help="module.submodule.PipeClass under the pipe_root")
     p.add_argument("pipe_args", nargs=argparse.REMAINDER,
                    help="the pipe's parameters in Luigi's form: --min-len 3 (after the pipe class)")
@@ -32,7 +32,8 @@ def _pipe_arguments(p: argparse.ArgumentParser) -> None:
 
 def register(sub: Any) -> None:
     p = sub.add_parser("apply", help="run a pipe class in this process (no container)")
-    _pipe_arguments(p)
+    _pipe_arguments(p, "name of the output bundle, or - for the name the pipe sets (set_bundle_name), else its "
+                       "class name")
     p.set_defaults(func=cmd_apply)
 
     p = sub.add_parser("dockerize", help="build the image that runs the pipe classes of a pipe_root")
@@ -60,7 +61,7 @@ def register(sub: Any) -> None:
     p.add_argument("--wait", action="store_true", default=None,
                    help="AWSBatch: wait for the jobs, showing their state and logs, then pull the output (default "
                         "[run] wait; without it the jobs are submitted and `dsdt pull OUTPUT` fetches it later)")
-    _pipe_arguments(p)
+    _pipe_arguments(p, "name of the output bundle")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("runs", help="list the runs recorded on the remote, newest first (one line per node)")
@@ -76,8 +77,9 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_logs)
 
 
-def _input_name(args: argparse.Namespace):
-    return None if args.input_bundle == "-" else args.input_bundle
+def _name(given: str) -> Optional[str]:
+    """``-``: none given."""
+    return None if given == "-" else given
 
 
 def cmd_apply(args: argparse.Namespace) -> None:
@@ -88,9 +90,9 @@ def cmd_apply(args: argparse.Namespace) -> None:
     root = config.pipe_root()
     cls = load_pipe_class(args.pipe_cls, root)
     params = parse_pipe_args(cls, args.pipe_args)
-    name = _input_name(args)
+    name = _name(args.input_bundle)
     input_bundle = ctx.latest(name, parse_tags(args.input_tag)) if name else None
-    result = apply(ctx, cls, params, input_bundle, args.output_bundle, parse_tags(args.output_tag),
+    result = apply(ctx, cls, params, input_bundle, _name(args.output_bundle), parse_tags(args.output_tag),
                    code_version=code_version(root), force=args.force)
     b = result.bundle
     state = "up to date" if result.up_to_date else f"made {len(result.produced)} bundle(s)"
@@ -112,7 +114,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.workers is not None and not 1 <= args.workers <= 64:
         raise DisdatError("--workers takes a number from 1 to 64")
     plan = run(RunOptions(
-        input_bundle=_input_name(args), output_bundle=args.output_bundle, pipe_cls=args.pipe_cls,
+        input_bundle=_name(args.input_bundle), output_bundle=args.output_bundle, pipe_cls=args.pipe_cls,
         pipe_args=args.pipe_args, backend=args.backend or "", input_tags=parse_tags(args.input_tag),
         output_tags=parse_tags(args.output_tag), force=args.force, push_input=not args.no_push_input,
         session_token_seconds=args.use_aws_session_token, pull_intermediates=args.pull_intermediates,

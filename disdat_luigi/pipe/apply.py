@@ -12,13 +12,11 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Type
 
 import luigi
-from luigi.task_register import Register
 
 from ..errors import PipeFailed
 from ..store.context import Bundle, Context
-from ..store.manifest import check_name
 from . import session as sessions
-from .graph import expand
+from .graph import expand, fresh_root
 from .task import PipeTask
 
 
@@ -33,11 +31,11 @@ class ApplyResult:
 
 
 def apply(ctx: Context, pipe_cls: Type[PipeTask], params: Dict[str, Any], input_bundle: Optional[Bundle],
-          output_name: str, output_tags: Optional[Dict[str, str]] = None, *, code_version: str,
+          output_name: Optional[str], output_tags: Optional[Dict[str, str]] = None, *, code_version: str,
           force: bool = False) -> ApplyResult:
-    check_name(output_name)
-    Register.clear_instance_cache()  # pipe instances cache their requirements
-    root = pipe_cls(**params)
+    """``output_name`` None: the root names its output (set_bundle_name, else its class name; see
+    :mod:`.identity`)."""
+    root = fresh_root(pipe_cls, params)
     graph = expand(root, output_name)
     tags = dict(output_tags or {})
     ids = graph.node_ids(lambda node: code_version, input_bundle.uuid if input_bundle else "",

@@ -3,7 +3,7 @@
 ``pipe_requires`` / ``add_dependency`` are walked from the root instance: each distinct pipe instance (class
 and parameters: Luigi's task id) is one node, so a shared upstream runs once. The walk is depth-first in
 declaration order; an upstream is named by the first dependency name that reaches it (which names its
-output bundle, see :mod:`.identity`). A cycle is one error line naming it.
+output bundle, see :mod:`.identity`). A cycle, or an output name no bundle can have, is one error line.
 
 Node ids are computed afterwards (:meth:`Graph.node_ids`) from explicit inputs: the code that will run
 each node (an image id, or the code version in process), the input uuid, the nonce and the output tags.
@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Mapping
+from typing import Any, Callable, Dict, List, Mapping, Optional, Type
+
+from luigi.task_register import Register
 
 from ..errors import DisdatError
+from ..store.manifest import check_name
 from . import identity
-from .loader import canonical_params
+from .loader import canonical_params, make_pipe
 from .task import PipeTask
 
 
@@ -57,8 +60,26 @@ def reads_input(cls: type) -> bool:
     return any(p.name == "pipeline_input" or p.kind is p.VAR_KEYWORD for p in parameters)
 
 
-def expand(root: PipeTask, output_name: str) -> Graph:
-    """The graph of ``root`` and every pipe upstream of it."""
+def fresh_root(cls: Type[PipeTask], params: Dict[str, Any]) -> PipeTask:
+    """A new instance to expand a graph from: Luigi hands back the instance it made earlier with the same
+    parameters, and an instance keeps what its pipe_requires declared (dependencies, set_bundle_name)."""
+    Register.clear_instance_cache()
+    return make_pipe(cls, params)
+
+
+def _checked(name: str, task: PipeTask) -> str:
+    return check_name(name, f"bundle name for {task.pipe_path()}")
+
+
+def root_name(root: PipeTask, output_name: Optional[str]) -> str:
+    """What the root's output is called (:func:`.identity.root_bundle_name`), checked."""
+    return _checked(identity.root_bundle_name(output_name=output_name, set_name=root.set_name,
+                                              class_name=type(root).__name__), root)
+
+
+def expand(root: PipeTask, output_name: Optional[str]) -> Graph:
+    """The graph of ``root`` and every pipe upstream of it; ``output_name`` None: the root names its output."""
+    named = root_name(root, output_name)
     nodes: Dict[str, Node] = {}
     dependency_names: Dict[str, str] = {}
     visiting: List[PipeTask] = []
@@ -78,14 +99,12 @@ def expand(root: PipeTask, output_name: str) -> Graph:
             visit(dep)
         visiting.pop()
         is_root = task is root
+        bundle_name = named if is_root else _checked(identity.upstream_bundle_name(
+            root_name=named, set_name=task.set_name, dependency_name=dependency_names[key]), task)
         nodes[key] = Node(
             key=key, pipe_cls=task.pipe_path(), params=canonical_params(task),
-            upstream={name: dep.task_id for name, dep in deps.items()},
-            bundle_name=identity.bundle_name(output_name=output_name, is_root=is_root, set_name=task.set_name,
-                                             dependency_name=dependency_names.get(key),
-                                             class_name=type(task).__name__),
+            upstream={name: dep.task_id for name, dep in deps.items()}, bundle_name=bundle_name,
             reads_input=reads_input(type(task)), is_root=is_root)
 
     visit(root)
     return Graph(nodes, root.task_id)
-

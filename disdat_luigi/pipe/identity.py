@@ -13,11 +13,30 @@ So every node's id, and with it its target (the run record ``runs/<node_id>.json
 local bundle with that processing id), is known before anything runs, and a node that anybody completed
 with the same inputs and code is complete for everybody who shares the remote.
 
-**Bundle names.** The root's output is the name the user gave. An upstream pipe's output is the name its
-``pipe_requires`` set with ``set_bundle_name``, else ``<output>-<dependency name>`` (the name the first
-downstream pipe gave it in ``add_dependency``), as ``dsdt apply`` has always named them. An upstream node's
-id does not hash that name, so that runs of different outputs share it: its output keeps the name of the run
-that made it first.
+**Bundle names.** Disdat's rules:
+
+* the root's output is the name the caller gave; when none was given (``None`` or ``"-"`` to ``api.apply``,
+  ``api.run`` and ``dsdt apply``; ``dsdt run`` and ``RunPipe`` always take one), the name its
+  ``pipe_requires`` set with ``set_bundle_name``, else its class name (``TextReport``, case kept). A given
+  name wins over ``set_bundle_name``, as in Disdat;
+* an upstream pipe's output is the name its ``pipe_requires`` set with ``set_bundle_name``, else
+  ``<root's name>-<dependency name>`` (the name the first downstream pipe gave it in ``add_dependency``).
+
+The root's id hashes its name (so the same pipe applied under two names gives two bundles, as Disdat re-runs
+a pipe whose output name changed); an upstream node's id does not, so that runs of different outputs share
+it: its output keeps the name of the run that made it first. Names must pass ``check_name`` (a class named
+``_Private`` needs ``set_bundle_name`` or a given name); :mod:`.graph` checks them before anything runs.
+
+Where this differs from Disdat (``disdatluigi/pipe.py`` of kyocum/disdat-luigi, ``PipeTask.human_id``,
+``requires`` and ``_resolve_bundle``; ``disdat/pipe.py`` of kyocum/disdat before 1.0 has the same
+``human_id``):
+
+* Disdat names an upstream output without ``set_bundle_name`` after its class (``WordCount``); here it is
+  ``<root's name>-<dependency name>``, so that a run's nodes have names of their own: ``dsdt runs 'report*'``
+  finds them, and the run records of a fan of sixty ``Part`` nodes are told apart by name;
+* Disdat re-runs an upstream pipe whose ``set_bundle_name`` changed (``_resolve_bundle``, step 3.5); here
+  only the root's id hashes its name, so a renamed upstream output keeps its first name until something its
+  id hashes changes (or ``--force``).
 """
 from __future__ import annotations
 
@@ -45,11 +64,11 @@ def node_id(*, pipe_cls: str, params: Mapping[str, str], code: str, input_uuid: 
     return hashlib.sha256(canonical_json(parts).encode()).hexdigest()[:ID_LENGTH]
 
 
-def bundle_name(*, output_name: str, is_root: bool, set_name: Optional[str],
-                dependency_name: Optional[str], class_name: str) -> str:
-    """The name of a node's output bundle (see the module docstring)."""
-    if is_root:
-        return output_name
-    return set_name or f"{output_name}-{dependency_name or class_name.lower()}"
+def root_bundle_name(*, output_name: Optional[str], set_name: Optional[str], class_name: str) -> str:
+    """The root's output name: the given one, else its set_bundle_name, else its class name (see above)."""
+    return output_name or set_name or class_name
 
 
+def upstream_bundle_name(*, root_name: str, set_name: Optional[str], dependency_name: str) -> str:
+    """An upstream node's output name: its set_bundle_name, else ``<root's name>-<dependency name>``."""
+    return set_name or f"{root_name}-{dependency_name}"

@@ -178,6 +178,9 @@ class Manifest:
             d = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             raise IntegrityError(f"manifest is not valid JSON: {exc}") from None
+        except RecursionError:  # json's parser gives up on nesting deeper than the interpreter's stack
+            raise IntegrityError(f"manifest nests JSON deeper than it can be read (a bundle's data nests at most "
+                                 f"{values.MAX_DEPTH} levels)") from None
         if not isinstance(d, dict):
             raise IntegrityError("manifest is not a JSON object")
         if d.get("format") != FORMAT:
@@ -214,6 +217,7 @@ class Manifest:
             files[rel] = FileEntry.from_dict(rel, e)
         _check_no_file_is_a_directory(files)
         data = d.get("data")
+        _check_depth(data, "data")
         for ref in values.file_refs(data):
             if not isinstance(ref, str) or ref not in files:
                 raise IntegrityError(f"field data refers to {safe(repr(ref))[:120]}, which is not one of the "
@@ -221,6 +225,7 @@ class Manifest:
         if values.presentation_of(data) != d["presentation"]:
             raise IntegrityError(f"field presentation {d['presentation']} does not match the data")
         lineage = d.get("lineage")
+        _check_depth(lineage, "lineage")
         _check_lineage(lineage)
         return cls(name=name, uuid=uuid, created=created, tags=tags, committed=d.get("committed", False),
                    presentation=d["presentation"], data=data, files=files, lineage=lineage)
@@ -238,6 +243,12 @@ def _check_no_file_is_a_directory(files: Dict[str, "FileEntry"]) -> None:
     clash = sorted(dirs & set(files))
     if clash:
         raise IntegrityError(f"field files: {safe(repr(clash[0]))[:120]} is both a file and a directory")
+
+
+def _check_depth(value: Any, field: str) -> None:
+    """What is read here is walked recursively later (file references, decoding, copies of the lineage)."""
+    if values.nests_too_deep(value):
+        raise IntegrityError(f"field {field} nests lists and objects more than {values.MAX_DEPTH} levels deep")
 
 
 _LINEAGE_IDS = ("processing_id", "run_id", "part_of_run", "node_id")

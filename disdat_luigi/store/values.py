@@ -6,6 +6,11 @@ DataFrame is stored as a file (``{"$frame": ...}``, JSON table schema, so dtypes
 a DataFrame. A str is a file only when it is an absolute path to an existing file (Disdat's rule); a
 ``luigi.LocalTarget`` or ``pathlib.Path`` is always a file.
 
+Lists, tuples and dicts nest at most :data:`MAX_DEPTH` levels deep. Deeper data is refused in one line, when
+it is stored and when a manifest holding it is read: walking it (here, in ``json``, in ``copy.deepcopy``)
+would exhaust Python's recursion limit with a RecursionError, and no table or record a pipe returns needs a
+hundred levels.
+
 Strings a pipe receives from a bundle's data are :class:`DataText` (``decode(mark_text=True)``): they stay
 strings when the pipe returns them, even when they name an existing file. Otherwise an input bundle (from
 a shared remote, so untrusted) holding the text ``/proc/self/environ`` or ``~/.aws/credentials`` spelled
@@ -22,6 +27,7 @@ from ..errors import DisdatError
 
 FILE = "$file"
 FRAME = "$frame"
+MAX_DEPTH = 100     # levels of lists, tuples and dicts in a bundle's data (and in what else is stored as JSON)
 
 Adopt = Callable[[Path], str]           # put a file into the bundle; returns its relative path
 NewFile = Callable[[str], Path]         # a fresh path inside the bundle for a generated file
@@ -43,11 +49,31 @@ def _target_path(value: Any) -> str | None:
     return path if isinstance(path, str) and hasattr(value, "exists") and hasattr(value, "open") else None
 
 
+def too_deep(what: str) -> DisdatError:
+    return DisdatError(f"{what} nests lists and dicts more than {MAX_DEPTH} levels deep: flatten it or write it "
+                       f"to a file")
+
+
+def nests_too_deep(value: Any) -> bool:
+    """Whether the lists, tuples and dicts of ``value`` nest more than MAX_DEPTH levels (a file or frame
+    reference of stored data is a leaf). Walked without recursion, so that any depth, even a list that
+    holds itself, is answered rather than exhausting Python's stack."""
+    stack = [(value, 0)]
+    while stack:
+        v, depth = stack.pop()
+        if _is_ref(v, FILE) or _is_ref(v, FRAME) or not isinstance(v, (dict, list, tuple)):
+            continue
+        if depth == MAX_DEPTH:
+            return True
+        stack.extend((x, depth + 1) for x in (v.values() if isinstance(v, dict) else v))
+    return False
+
+
 def encode(value: Any, adopt: Adopt, new_file: NewFile) -> Tuple[str, Any]:
     """(presentation, data) for ``value``; files are handed to ``adopt``."""
     counter = itertools.count()
 
-    def enc(v: Any) -> Any:
+    def enc(v: Any, depth: int = 0) -> Any:
         if v is None or isinstance(v, (bool, int, float)):
             return v
         if isinstance(v, DataText):
@@ -59,6 +85,8 @@ def encode(value: Any, adopt: Adopt, new_file: NewFile) -> Tuple[str, Any]:
             if not path.is_file():
                 raise DisdatError(f"output file {path} does not exist: write it before returning it")
             return {FILE: adopt(path)}
+        if isinstance(v, (dict, list, tuple)) and depth == MAX_DEPTH:
+            raise too_deep("a bundle's data")
         if isinstance(v, dict):
             bad = [k for k in v if not isinstance(k, str)]
             if bad:
@@ -66,15 +94,15 @@ def encode(value: Any, adopt: Adopt, new_file: NewFile) -> Tuple[str, Any]:
             if _is_ref(v, FILE) or _is_ref(v, FRAME):
                 raise DisdatError(f"a dict whose only key is {next(iter(v))!r} is reserved for files in a bundle: "
                                   f"add another key or rename it")
-            return {k: enc(x) for k, x in v.items()}
+            return {k: enc(x, depth + 1) for k, x in v.items()}
         if isinstance(v, (list, tuple)):
-            return [enc(x) for x in v]
+            return [enc(x, depth + 1) for x in v]
         if _is_dataframe(v):
             path = new_file(f"frame-{next(counter)}.json")
             v.to_json(path, orient="table", index=True)
             return {FRAME: adopt(path)}
         if type(v).__module__ == "numpy" and hasattr(v, "item"):
-            return enc(v.item())
+            return enc(v.item(), depth)
         raise DisdatError(f"a bundle cannot hold a {type(v).__name__}: return dicts, lists, numbers, strings, "
                           f"files (paths or targets) or a pandas DataFrame")
 

@@ -17,3 +17,13 @@ class AfterASocket(PipeTask):
 
     def pipe_run(self, socket):
         return "never"
+
+
+class ReturnsDeepNesting(PipeTask):
+    """A list nested 100,000 deep: more than Python's recursion could walk."""
+
+    def pipe_run(self):
+        value = []
+        for _ in range(100_000):
+            value = [value]
+        return value

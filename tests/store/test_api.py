@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, snapshot
+from conftest import REPO, TEST_PIPES, snapshot
 from disdat_luigi import api, errors
 from disdat_luigi.config import SettingsError
 from disdat_luigi.remotes import open_store
@@ -48,11 +48,11 @@ def _state(home, url=None):
     return snapshot(home.path), (_keys(url) if url else None)
 
 
-def _pipe_class(dotted):
-    """A pipe class of the example pipe_root, as a notebook imports it."""
+def _pipe_class(dotted, root=REPO / "pipes"):
+    """A pipe class of the example pipe_root (or another), as a notebook imports it."""
     from disdat_luigi.pipe.loader import load_pipe_class
 
-    return load_pipe_class(dotted, REPO / "pipes")
+    return load_pipe_class(dotted, root)
 
 
 def _refused(call, error, fragment):
@@ -259,7 +259,7 @@ def test_apply(home, pipe_root, files):
                        force=True, input_tags={"v": "1"}, output_tags={"stage": "dev"})
     assert again.uuid == second.uuid and forced.uuid != second.uuid and forced.tags == {"stage": "dev"}
     totals = api.apply("test", "sales.GroupBy", input_bundle="texts")
-    assert totals.name == "groupby" and list(totals.data.columns) == ["region", "sum", "count"]
+    assert totals.name == "GroupBy" and list(totals.data.columns) == ["region", "sum", "count"]
     assert totals.data.to_dict("list") == {"region": ["eu", "us"], "sum": [8, 4], "count": [2, 1]}
     assert [b.name for b in api.search("test", find_intermediates=True)] == []
 
@@ -271,6 +271,39 @@ def test_apply_with_upstream_pipes(home, pipe_root, files):
     made = {b.name for b in api.search("test", find_intermediates=True)}
     assert made == {"report-words", "line_stats"}
     assert {b.name for b in api.search("test", find_roots=True)} == {"report", "texts"}
+
+
+def test_apply_names_the_output_as_disdat_does(home, pipe_root):
+    """No output name: the one the root pipe sets in pipe_requires, else its class name; a given name wins."""
+    pipe_root(TEST_PIPES)
+    NamesItself = _pipe_class("named.NamesItself", TEST_PIPES)
+    made = api.apply("test", NamesItself)
+    assert made.name == "the_name" and api.get("test", "the_name").uuid == made.uuid
+    assert api.get("test", "the_name-part").data == 1  # its upstream: <output>-<dependency name>
+    assert api.apply("test", "named.NamesItself", "-").uuid == made.uuid  # up to date
+    assert api.apply("test", NamesItself, "the_name").uuid == made.uuid  # the same output, named the same
+    given = api.apply("test", NamesItself, "given")
+    assert given.name == "given" and given.uuid != made.uuid and given.data == 2
+    unnamed = api.apply("test", "named.Unnamed")
+    assert unnamed.name == "Unnamed" and api.get("test", "Unnamed").uuid == unnamed.uuid
+    assert sorted(b.name for b in api.search("test")) == ["Unnamed", "given", "the_name", "the_name-part"]
+
+
+def test_run_names_the_output_as_apply_does_before_it_plans(home, pipe_root, monkeypatch):
+    """What api.run hands to the planner (which needs a remote and images to go further)."""
+    from disdat_luigi.chain import run as chain_run
+
+    def planned(options):
+        raise api.DisdatError(f"planned {options.output_bundle} for {options.pipe_cls}")
+
+    pipe_root(TEST_PIPES)
+    monkeypatch.setattr(chain_run, "run", planned)
+    _refused(lambda: api.run("test", None, None, "named.NamesItself"), api.DisdatError,
+             "planned the_name for named.NamesItself")
+    _refused(lambda: api.run("test", None, "-", _pipe_class("named.Unnamed", TEST_PIPES)), api.DisdatError,
+             "planned Unnamed for named.Unnamed")
+    _refused(lambda: api.run("test", None, "given", "named.NamesItself"), api.DisdatError,
+             "planned given for named.NamesItself")
 
 
 def test_refused_and_failing_apply_change_nothing_and_print_nothing(home, pipe_root, files, capfd):
@@ -375,6 +408,87 @@ def test_refused_calls_change_nothing(home, monkeypatch):
     assert [b.name for b in api.search("test")] == ["x", "kept"]
     api.rm("test", "x")
     assert snapshot(home.path) == before
+
+
+def _nested(depth, make=lambda inner: [inner], leaf=1):
+    value = leaf
+    for _ in range(depth):
+        value = make(value)
+    return value
+
+
+DEEP = "nests lists and dicts more than 100 levels deep: flatten it or write it to a file"
+FLAG = "takes True or False, not "
+
+
+@pytest.mark.parametrize("call, fragment", [
+    (lambda: api.run("test", None, "out", "named.Unnamed", workers="2"), "workers takes a whole number from 1 to 64, "
+                                                                          "not '2'"),
+    (lambda: api.run("test", None, "out", "named.Unnamed", workers=True), "workers takes a whole number"),
+    (lambda: api.run("test", None, "out", "named.Unnamed", workers=2.0), "workers takes a whole number"),
+    (lambda: api.run("test", None, "out", "named.Unnamed", aws_session_token_duration="3600"),
+     "aws_session_token_duration takes a whole number of seconds, not '3600'"),
+    (lambda: api.run("test", None, "out", "named.Unnamed", force="yes"), "force " + FLAG + "'yes'"),
+    (lambda: api.run("test", None, "out", "named.Unnamed", force_all=1), "force_all " + FLAG + "1"),
+    (lambda: api.run("test", None, "out", "named.Unnamed", push_input="no"), "push_input " + FLAG),
+    (lambda: api.run("test", None, "out", "named.Unnamed", pull_intermediates=None), "pull_intermediates " + FLAG),
+    (lambda: api.run("test", None, "out", "named.Unnamed", verbose="yes"), "verbose " + FLAG),
+    (lambda: api.run("test", None, "out", "named.Unnamed", params=["a", 1]), "params must be a dict"),
+    (lambda: api.run("test", None, "out", "named.Unnamed", params={"a": _nested(101)}), "params " + DEEP),
+    (lambda: api.run("test", None, "out", "named.Unnamed", params={"a": {(1, 2): 3}}), "params cannot be JSON"),
+    (lambda: api.run("test", None, "out", "named.Unnamed", input_tags="a:b"), "tags must be a dict"),
+    (lambda: api.run("test", None, "out", "named.Unnamed", output_tags={"a": 1}), "bad value for tag a"),
+    (lambda: api.run("test", None, "out", 5), "5 is not a pipe class"),
+    (lambda: api.run("test", None, "out", dict), "is not a pipe class"),
+    (lambda: api.run("test", 5, "out", "named.Unnamed"), "invalid input bundle name 5"),
+    (lambda: api.run("test", None, ["out"], "named.Unnamed"), "invalid bundle name ['out']"),
+    (lambda: api.run("test", None, "out", "named.Unnamed", backend=0), "backend takes a str, not 0"),
+    (lambda: api.run("test", None, "out", "named.Unnamed", scheduler_url=8082),
+     "scheduler_url takes a str, not 8082"),
+    (lambda: api.run(None, None, "out", "named.Unnamed"), "invalid context name None"),
+    (lambda: api.apply("test", "named.Unnamed", force="yes"), "force " + FLAG + "'yes'"),
+    (lambda: api.apply("test", "named.Unnamed", force_all="no"), "force_all " + FLAG + "'no'"),
+    (lambda: api.apply("test", "named.Unnamed", verbose=1), "verbose " + FLAG + "1"),
+    (lambda: api.apply("test", "named.Unnamed", params=[("a", 1)]), "params must be a dict"),
+    (lambda: api.apply("test", "named.Unnamed", params={"a": _nested(5_000, lambda inner: {"k": inner})}),
+     "params " + DEEP),
+    (lambda: api.apply("test", "named.Unnamed", input_tags="a:b"), "tags must be a dict"),
+    (lambda: api.apply("test", "named.Unnamed", input_bundle=5), "input_bundle takes a bundle name or an api.Bundle, "
+                                                                 "not 5"),
+    (lambda: api.apply("test", "named.Unnamed", 5), "invalid bundle name 5"),
+    (lambda: api.apply("test", 5), "5 is not a pipe class"),
+    (lambda: api.Bundle("test", name="deep", data=_nested(100_000)), "a bundle's data " + DEEP),
+    (lambda: api.Bundle("test", name="deep", data=_nested(5_000, lambda inner: {"k": inner})),
+     "a bundle's data " + DEEP),
+    (lambda: api.Bundle("test", name="deep", data=_nested(101)), "a bundle's data " + DEEP),
+    (lambda: api.Bundle("test", name="deep", params={"p": _nested(100_000)}), "param p " + DEEP),
+    (lambda: api.Bundle("test", name="deep").add_params({"p": {(1, 2): 3}}), "param p cannot be JSON"),
+    (lambda: api.rm("test", "kept", rm_all="no"), "rm_all " + FLAG + "'no'"),
+    (lambda: api.rm("test", "kept", rm_old_only=1), "rm_old_only " + FLAG + "1"),
+    (lambda: api.search("test", is_committed="yes"), "is_committed " + FLAG + "'yes'"),
+    (lambda: api.search("test", find_roots=1), "find_roots " + FLAG + "1"),
+    (lambda: api.pull("test", "kept", localize="no"), "localize " + FLAG + "'no'"),
+])
+def test_wrong_arguments_are_one_error_before_anything_is_done(home, pipe_root, monkeypatch, capfd, call, fragment):
+    from disdat_luigi.chain import run as chain_run
+
+    def planned(options):
+        raise AssertionError(f"planned a run with {options}")
+
+    pipe_root(TEST_PIPES)
+    monkeypatch.setattr(chain_run, "run", planned)
+    api.Bundle("test", name="kept", data=1)
+    api.Bundle("test", name="kept", data=2)
+    before = snapshot(home.path)
+    with pytest.raises(api.DisdatError) as info:
+        call()
+    assert fragment in str(info.value) and "\n" not in str(info.value), str(info.value)[:300]
+    assert snapshot(home.path) == before and capfd.readouterr() == ("", "")
+
+
+def test_a_bundle_holds_values_nested_100_levels_deep(home):
+    made = api.Bundle("test", name="deep", data=_nested(100, leaf="bottom"), params={"p": _nested(100)})
+    assert api.get("test", "deep").data == _nested(100, leaf="bottom") and made.params == {"p": str(_nested(100))}
 
 
 def test_disdat_argument_names(home, pipe_root, files):

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import TEST_PIPES, assert_user_error, snapshot
+from conftest import TEST_PIPES, assert_user_error, run_dsdt, snapshot
 
 
 @pytest.fixture
@@ -116,6 +116,15 @@ def test_values_cross_bundles_with_their_types(home, pipe_root, cli):
     assert home.context().latest("total-seed").data() == 20  # derived name: output + dependency name
 
 
+def test_apply_without_an_output_name_takes_the_name_the_pipe_sets(home, pipe_root, cli):
+    pipe_root(TEST_PIPES)
+    r = cli("apply", "-", "-", "named.NamesItself")
+    uuid = home.context().latest("the_name").uuid
+    assert r.code == 0 and r.out.splitlines()[-1].startswith(f"the_name {uuid}: made 2 bundle(s)"), r
+    assert cli("apply", "-", "-", "named.Unnamed").code == 0
+    assert sorted(row.name for row in home.context().find()) == ["Unnamed", "the_name", "the_name-part"]
+
+
 def test_apply_bad_inputs_change_nothing(home, pipe_root, cli, texts):
     before = snapshot(home.path)
     cases = [
@@ -135,6 +144,14 @@ def test_apply_bad_inputs_change_nothing(home, pipe_root, cli, texts):
     assert snapshot(home.path) == before
 
 
+def test_a_missing_required_parameter_is_one_line(home, pipe_root, cli):
+    pipe_root(TEST_PIPES)
+    before = snapshot(home.path)
+    assert_user_error(cli("apply", "-", "out", "fan.Part"), "cannot make fan.Part with {}:",
+                      "requires the 'i' parameter to be set")
+    assert snapshot(home.path) == before
+
+
 def test_pipe_root_must_exist(home, cli, monkeypatch, tmp_path):
     monkeypatch.setenv("DISDAT_PIPE_ROOT", str(tmp_path / "nowhere"))
     assert_user_error(cli("apply", "-", "out", "m.Pipe"), "is not a directory")
@@ -147,4 +164,54 @@ def test_a_value_no_bundle_can_hold_fails_with_one_line(home, pipe_root, cli):
     assert r.err.strip().splitlines()[-1] == ("dsdt: error: unstorable.ReturnsASocket failed: DisdatError: a bundle "
                                               "cannot hold a socket: return dicts, lists, numbers, strings, files "
                                               "(paths or targets) or a pandas DataFrame")
+    assert home.context().find() == [] and list(home.context().tmp.iterdir()) == []
+
+
+SHADOW = """print("the shadowing module ran")
+from disdat_luigi import PipeTask
+
+
+class X(PipeTask):
+    def pipe_run(self):
+        return 1
+"""
+
+
+@pytest.fixture
+def shadowing_root(tmp_path):
+    """A pipe_root whose modules take the names of standard library modules: ``this`` (not imported by
+    dsdt) and ``json`` (imported by dsdt before any pipe is loaded). Both print when they run."""
+    root = tmp_path / "shadowing_root"
+    root.mkdir()
+    for name in ("this", "json"):
+        (root / f"{name}.py").write_text(SHADOW)
+    return root
+
+
+@pytest.mark.parametrize("shadowing, pipe_cls, fragment", [
+    (False, "this.X", "unknown pipe class this.X: no module this under the pipe_root"),  # would print the Zen
+    (False, "os.system", "unknown pipe class os.system: no module os under the pipe_root"),
+    (False, "json.JSONDecoder", "unknown pipe class json.JSONDecoder: no module json under the pipe_root"),
+    (False, "nosuch.Pipe", "unknown pipe class nosuch.Pipe: no module nosuch under the pipe_root"),
+    (True, "this.X", "module this under the pipe_root {root} has the name of the module at "),
+    (True, "json.X", "module json under the pipe_root {root} has the name of the module already imported from "),
+])
+def test_pipe_modules_come_from_the_pipe_root_only(home, pipe_root, shadowing_root, shadowing, pipe_cls, fragment):
+    """A real process each: a module imported once is not imported again, so only a fresh process shows
+    whether a module ran (printed) before the pipe class was refused."""
+    root = pipe_root(shadowing_root if shadowing else TEST_PIPES)
+    before = snapshot(home.path)
+    r = run_dsdt("apply", "-", "out", pipe_cls)
+    assert_user_error(r, fragment.format(root=root))
+    assert r.out == ""  # neither the Zen of Python nor the shadowing module's line
+    assert snapshot(home.path) == before
+
+
+def test_a_value_nested_too_deep_fails_with_one_line(home, pipe_root, cli):
+    pipe_root(TEST_PIPES)
+    r = cli("apply", "-", "out", "unstorable.ReturnsDeepNesting")
+    assert r.code == 1
+    assert r.err.strip().splitlines()[-1] == ("dsdt: error: unstorable.ReturnsDeepNesting failed: DisdatError: a "
+                                              "bundle's data nests lists and dicts more than 100 levels deep: "
+                                              "flatten it or write it to a file")
     assert home.context().find() == [] and list(home.context().tmp.iterdir()) == []

@@ -6,7 +6,7 @@ import pytest
 
 from disdat_luigi.errors import DisdatError
 from disdat_luigi.pipe import identity
-from disdat_luigi.pipe.graph import expand, reads_input
+from disdat_luigi.pipe.graph import expand, fresh_root, reads_input
 from disdat_luigi.pipe.task import PipeTask
 
 M = __name__
@@ -184,6 +184,30 @@ class GrTreeRoot(PipeTask):
         return left + right
 
 
+class GrNamesItself(PipeTask):
+    suffix = luigi.Parameter(default="a")
+
+    def pipe_requires(self):
+        self.add_dependency("dep", GrJoin)
+        self.set_bundle_name(f"its-name-{self.suffix}")
+
+    def pipe_run(self, dep):
+        return dep
+
+
+class _GrPrivate(PipeTask):
+    def pipe_run(self):
+        return 1
+
+
+class GrBadDependencyName(PipeTask):
+    def pipe_requires(self):
+        self.add_dependency("a/b", GrJoin)
+
+    def pipe_run(self, **kwargs):
+        return 1
+
+
 def classes(graph):
     return [n.pipe_cls for n in graph.nodes.values()]
 
@@ -239,9 +263,44 @@ def test_expand_one_instance_under_two_names_is_one_node_named_by_the_first():
     assert graph.root_node.upstream == {"first": join, "second": join}
 
 
-def test_expand_set_bundle_name_names_an_upstream_and_not_the_root():
+def test_expand_set_bundle_name_names_an_upstream_and_a_given_name_the_root():
     graph = expand(GrUsesNamed(), "out")
     assert [n.bundle_name for n in graph.nodes.values()] == ["custom-name", "out"]
+
+
+@pytest.mark.parametrize("cls, output_name, expected", [
+    (GrNamesItself, None, ["its-name-a-dep", "its-name-a"]),       # none given: the root's set_bundle_name
+    (GrNamesItself, "given", ["given-dep", "given"]),               # a given name wins over it
+    (GrUsesNamed, None, ["custom-name", "ignored-for-the-root"]),   # the root's own, when none is given
+    (GrLeft, None, ["GrLeft-shared_l", "GrLeft"]),                  # neither: the class name, case kept
+])
+def test_expand_names_the_root_as_disdat_does(cls, output_name, expected):
+    graph = expand(fresh_root(cls, {}), output_name)
+    assert [n.bundle_name for n in graph.nodes.values()] == expected
+
+
+def test_expand_set_bundle_name_may_depend_on_the_parameters_of_a_fresh_root():
+    assert expand(fresh_root(GrNamesItself, {}), None).root_node.bundle_name == "its-name-a"
+    assert expand(fresh_root(GrNamesItself, {"suffix": "b"}), None).root_node.bundle_name == "its-name-b"
+
+
+def test_node_ids_hash_the_root_name_however_it_was_chosen():
+    def root_id(output_name, suffix="a"):
+        graph = expand(fresh_root(GrNamesItself, {"suffix": suffix}), output_name)
+        return graph.node_ids(lambda node: "code", "", "", {})[graph.root]
+
+    assert root_id(None) == root_id("its-name-a")  # named by the pipe or by the caller: one output
+    assert len({root_id(None), root_id("other"), root_id(None, "b")}) == 3
+
+
+@pytest.mark.parametrize("cls, output_name, message", [
+    (_GrPrivate, None, f"invalid bundle name for {M}._GrPrivate '_GrPrivate': use letters, digits"),
+    (GrBadDependencyName, "out", f"invalid bundle name for {M}.GrJoin 'out-a/b': use letters, digits"),
+])
+def test_expand_refuses_a_name_no_bundle_can_have_before_anything_runs(cls, output_name, message):
+    with pytest.raises(DisdatError) as err:
+        expand(fresh_root(cls, {}), output_name)
+    assert str(err.value).startswith(message), str(err.value)
 
 
 def test_expand_params_are_canonical_luigi_strings():

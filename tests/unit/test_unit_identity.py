@@ -6,7 +6,7 @@ import re
 import pytest
 
 from disdat_luigi.pipe import identity
-from disdat_luigi.pipe.identity import bundle_name, canonical_json, node_id
+from disdat_luigi.pipe.identity import canonical_json, node_id, root_bundle_name, upstream_bundle_name
 
 UP_LEFT = "1" * 32
 UP_RIGHT = "2" * 32
@@ -100,24 +100,22 @@ def test_node_id_nonce_defaults_to_empty_and_root_output_to_none():
 # bundle names
 # ---------------------------------------------------------------------------------------------------
 
-def test_bundle_name_of_the_root_is_the_output_name_even_with_a_set_name():
-    assert bundle_name(output_name="report", is_root=True, set_name="custom", dependency_name="words",
-                       class_name="TextReport") == "report"
+@pytest.mark.parametrize("output_name, set_name, expected", [
+    ("report", "custom", "report"),         # a given name wins over set_bundle_name (Disdat's human_id)
+    ("report", None, "report"),
+    (None, "custom", "custom"),             # none given: the name pipe_requires set
+    (None, None, "TextReport"),             # neither: the class name, case kept (Disdat's type(self).__name__)
+])
+def test_root_bundle_name_is_the_given_name_else_the_set_name_else_the_class_name(output_name, set_name, expected):
+    assert root_bundle_name(output_name=output_name, set_name=set_name, class_name="TextReport") == expected
 
 
-def test_bundle_name_set_name_wins_over_the_dependency_name():
-    assert bundle_name(output_name="report", is_root=False, set_name="custom", dependency_name="words",
-                       class_name="WordCount") == "custom"
+def test_upstream_bundle_name_set_name_wins_over_the_dependency_name():
+    assert upstream_bundle_name(root_name="report", set_name="custom", dependency_name="words") == "custom"
 
 
-def test_bundle_name_is_output_dash_dependency_name():
-    assert bundle_name(output_name="report", is_root=False, set_name=None, dependency_name="words",
-                       class_name="WordCount") == "report-words"
-
-
-def test_bundle_name_without_dependency_name_is_output_dash_lowercased_class_name():
-    assert bundle_name(output_name="report", is_root=False, set_name=None, dependency_name=None,
-                       class_name="WordCount") == "report-wordcount"
+def test_upstream_bundle_name_is_the_root_name_dash_dependency_name():
+    assert upstream_bundle_name(root_name="report", set_name=None, dependency_name="words") == "report-words"
 
 
 # ---------------------------------------------------------------------------------------------------

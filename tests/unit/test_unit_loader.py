@@ -4,14 +4,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
+import uuid
 
 import luigi
 import pytest
 
-from disdat_luigi.errors import DisdatError
+from disdat_luigi.errors import DisdatError, NotFound
 from disdat_luigi.pipe import loader
 from disdat_luigi.pipe.loader import (canonical_params, code_version, content_hash, files_of, from_canonical,
-                                      params_from_json, parse_pipe_args)
+                                      load_pipe_class, params_from_json, parse_pipe_args, pipe_modules)
 from disdat_luigi.pipe.task import PipeTask
 
 M = __name__
@@ -140,6 +142,15 @@ def test_params_from_json_invalid_json():
     assert str(err.value).startswith("pipe params must be a JSON object: ")
 
 
+@pytest.mark.parametrize("depth", [101, 100_000])
+def test_params_from_json_nested_too_deep_is_one_line(depth):
+    text = json.dumps({"cols": []}).replace("[]", "[" * depth + "]" * depth)
+    with pytest.raises(DisdatError) as info:
+        params_from_json(LdPipe, text)
+    assert str(info.value) == "pipe params nests lists and dicts more than 100 levels deep: flatten it or write it " \
+                              "to a file"
+
+
 def test_params_from_json_unknown_key_lists_the_known_ones():
     with pytest.raises(DisdatError) as err:
         params_from_json(LdPipe, '{"max_len": 3}')
@@ -222,6 +233,93 @@ def test_from_canonical_refuses_an_unknown_parameter():
     with pytest.raises(DisdatError) as err:
         from_canonical(LdPipe, dict(DEFAULTS, nope="1"))
     assert str(err.value).startswith("LdPipe has no parameter --nope (its parameters: ")
+
+
+# ---------------------------------------------------------------------------------------------------
+# load_pipe_class: from the pipe_root, and from nowhere else
+# ---------------------------------------------------------------------------------------------------
+
+PIPE_MODULE = """import os
+os.environ["LD_RAN_" + __name__.upper()] = __file__  # what a test sees of a module that ran
+from disdat_luigi import PipeTask
+
+
+class Pipe(PipeTask):
+    def pipe_run(self):
+        return 1
+"""
+
+
+@pytest.fixture
+def module_name(monkeypatch):
+    """A module name nothing else has (and that leaves sys.modules as it found it)."""
+    name = f"ld_{uuid.uuid4().hex[:12]}"
+    monkeypatch.delenv("LD_RAN_" + name.upper(), raising=False)
+    yield name
+    sys.modules.pop(name, None)
+
+
+def pipe_root_with(path, module_name):
+    path.mkdir()
+    (path / f"{module_name}.py").write_text(PIPE_MODULE)
+    return path
+
+
+def ran(module_name):
+    return os.environ.get("LD_RAN_" + module_name.upper())
+
+
+def test_a_pipe_module_of_the_pipe_root_is_loaded_and_loaded_again(tmp_path, module_name):
+    root = pipe_root_with(tmp_path / "root", module_name)
+    cls = load_pipe_class(f"{module_name}.Pipe", root)
+    assert cls.pipe_path() == f"{module_name}.Pipe" and ran(module_name) == str(root / f"{module_name}.py")
+    assert load_pipe_class(f"{module_name}.Pipe", root) is cls
+
+
+def test_a_module_of_the_same_name_elsewhere_on_sys_path_is_refused_and_neither_runs(tmp_path, module_name,
+                                                                                      monkeypatch):
+    root = pipe_root_with(tmp_path / "root", module_name)
+    elsewhere = pipe_root_with(tmp_path / "elsewhere", module_name)
+    monkeypatch.syspath_prepend(str(elsewhere))  # before the pipe_root: a plain import would take this one
+    with pytest.raises(DisdatError) as info:
+        load_pipe_class(f"{module_name}.Pipe", root)
+    assert str(info.value) == (f"module {module_name} under the pipe_root {root} has the name of the module at "
+                               f"{elsewhere / f'{module_name}.py'}: rename it (one name is one module in a process)")
+    assert ran(module_name) is None and module_name not in sys.modules
+
+
+def test_a_module_of_another_pipe_root_already_imported_is_not_taken_for_this_one(tmp_path, module_name):
+    first = pipe_root_with(tmp_path / "first", module_name)
+    second = pipe_root_with(tmp_path / "second", module_name)
+    load_pipe_class(f"{module_name}.Pipe", first)
+    with pytest.raises(DisdatError, match=f"has the name of the module already imported from {first}"):
+        load_pipe_class(f"{module_name}.Pipe", second)
+    assert ran(module_name) == str(first / f"{module_name}.py")  # the second one never ran
+
+
+@pytest.mark.parametrize("dotted, error, message", [
+    ("sys.Pipe", DisdatError, "module sys under the pipe_root {root} has the name of a module built into Python: "
+                              "rename it (one name is one module in a process)"),
+    ("pkg.Pipe", NotFound, "unknown pipe class pkg.Pipe: {root}/pkg is not a package: add an __init__.py to it"),
+    ("a-b.Pipe", DisdatError, "pipe class 'a-b.Pipe' must be module.PipeClass (module path under the pipe_root)"),
+])
+def test_names_that_cannot_be_a_pipe_module_of_the_pipe_root(tmp_path, dotted, error, message):
+    root = tmp_path / "root"
+    (root / "pkg").mkdir(parents=True)
+    (root / "sys.py").write_text(PIPE_MODULE)
+    (root / "a-b.py").write_text(PIPE_MODULE)
+    with pytest.raises(error) as info:
+        load_pipe_class(dotted, root)
+    assert str(info.value) == message.format(root=root)
+
+
+def test_pipe_modules_refuses_what_load_pipe_class_refuses(tmp_path, module_name):
+    root = pipe_root_with(tmp_path / "root", module_name)
+    assert pipe_modules(root) == [module_name]
+    (root / "json.py").write_text(PIPE_MODULE)
+    with pytest.raises(DisdatError, match="module json under the pipe_root .* has the name of the module already "
+                                          "imported from "):
+        pipe_modules(root)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -257,3 +257,42 @@ def test_parse_tag_refuses(text, message):
 def test_parse_tags_makes_a_dict_and_none_is_empty():
     assert parse_tags(["a:1", "b:", "a:2"]) == {"a": "2", "b": ""}
     assert parse_tags(None) == {}
+
+
+# ---------------------------------------------------------------------------------------------------
+# nesting: what is read is walked recursively later
+# ---------------------------------------------------------------------------------------------------
+
+def nested(depth, leaf=1):
+    value = leaf
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_from_json_refuses_json_nested_deeper_than_python_can_parse():
+    raw = valid_manifest().to_json().replace(b'"data":', b'"data":' + b"[" * 100_000 + b"1" + b"]" * 100_000 +
+                                             b',"was":', 1)
+    with pytest.raises(IntegrityError) as info:
+        Manifest.from_json(raw)
+    assert str(info.value) == ("manifest nests JSON deeper than it can be read (a bundle's data nests at most 100 "
+                               "levels)")
+
+
+@pytest.mark.parametrize("field, value", [
+    ("data", nested(101)),
+    ("data", nested(900)),              # parses, but later walks (and copies) recurse
+    ("lineage", {"params": {"p": nested(200)}}),
+])
+def test_from_json_refuses_fields_nested_more_than_100_levels(field, value):
+    d = dict(valid_dict(), presentation="list", files={}, **{field: value})
+    if field == "lineage":
+        d.update(presentation="scalar", data=1)
+    with pytest.raises(IntegrityError) as info:
+        parse(d)
+    assert str(info.value) == f"field {field} nests lists and objects more than 100 levels deep"
+
+
+def test_from_json_accepts_data_nested_100_levels_around_a_file():
+    d = dict(valid_dict(), presentation="list", data=nested(100, {"$file": "dir/a.txt"}))
+    assert parse(d).data == nested(100, {"$file": "dir/a.txt"})

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from disdat_luigi.errors import DisdatError
-from disdat_luigi.store.values import DataText, decode, encode, file_refs, presentation_of
+from disdat_luigi.store.values import (MAX_DEPTH, DataText, decode, encode, file_refs, nests_too_deep,
+                                       presentation_of)
 
 
 class Bundle:
@@ -176,3 +177,45 @@ def test_file_refs_and_presentation_of():
     assert presentation_of([]) == "list"
     assert presentation_of({"$file": "x", "k": 1}) == "dict"
     assert presentation_of("s") == "scalar"
+
+
+# ---------------------------------------------------------------------------------------------------
+# nesting depth
+# ---------------------------------------------------------------------------------------------------
+
+def nested(depth, leaf=1, make=lambda inner: [inner]):
+    value = leaf
+    for _ in range(depth):
+        value = make(value)
+    return value
+
+
+TOO_DEEP = "a bundle's data nests lists and dicts more than 100 levels deep: flatten it or write it to a file"
+
+
+def test_data_nested_max_depth_levels_round_trips_with_a_file_at_the_bottom(bundle, outside):
+    presentation, data = bundle.encode(nested(MAX_DEPTH, str(outside)))
+    assert presentation == "list" and not nests_too_deep(data)  # the file reference is a leaf
+    assert decode(data, bundle.root) == nested(MAX_DEPTH, str(bundle.root / "secret.txt"))
+    assert file_refs(data) == ["secret.txt"]
+
+
+@pytest.mark.parametrize("value", [
+    nested(MAX_DEPTH + 1),
+    nested(100_000),                                            # deeper than Python's recursion limit
+    nested(5_000, make=lambda inner: {"k": inner}),
+    nested(MAX_DEPTH, make=lambda inner: ({"k": inner},)),      # tuples and dicts count alike
+], ids=["101 lists", "100,000 lists", "5,000 dicts", "tuples of dicts"])
+def test_data_nested_deeper_is_refused_in_one_line(bundle, value):
+    with pytest.raises(DisdatError) as info:
+        bundle.encode(value)
+    assert str(info.value) == TOO_DEEP
+    assert nests_too_deep(value)
+
+
+def test_a_list_that_holds_itself_is_refused_not_walked_forever(bundle):
+    loop = [1]
+    loop.append(loop)
+    with pytest.raises(DisdatError, match="more than 100 levels deep"):
+        bundle.encode(loop)
+    assert nests_too_deep(loop)
