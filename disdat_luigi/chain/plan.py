@@ -129,7 +129,7 @@ def plan_run(*, context: Optional[str], input_bundle: Optional[str], output_bund
 
     config.validate()
     ctx = Home().context(context)
-    check_name(output_bundle)
+    output_name = None if output_bundle in (None, "-") else check_name(output_bundle)  # "-": the root names it
     binding = ctx.require_remote()
     chosen = get_backend(backend_name(backend))
     chosen.check(binding.url)  # an unavailable backend fails here, before any push
@@ -141,7 +141,7 @@ def plan_run(*, context: Optional[str], input_bundle: Optional[str], output_bund
         root = cls(**params)
     except Exception as exc:  # a missing required parameter, mostly
         raise DisdatError(f"cannot make {cls.__name__} with {params}: {exc}") from None
-    graph = expand(root, output_bundle)
+    graph = expand(root, output_name)
     images = {}
     for node in graph.nodes.values():
         module = node.pipe_cls.rpartition(".")[0]

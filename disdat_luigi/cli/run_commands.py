@@ -17,6 +17,9 @@ from ..store.manifest import parse_tags
 
 
 
+OUTPUT_HELP = "name of the output bundle, or - for the name the pipe sets (set_bundle_name), else its class name"
+
+
 def _pipe_arguments(p: argparse.ArgumentParser, output_help: str) -> None:
     p.add_argument("-it", "--input-tag", action="append", default=[], metavar="KEY:VALUE",
                    help="use the latest input version with this tag")
@@ -32,8 +35,7 @@ def _pipe_arguments(p: argparse.ArgumentParser, output_help: str) -> None:
 
 def register(sub: Any) -> None:
     p = sub.add_parser("apply", help="run a pipe class in this process (no container)")
-    _pipe_arguments(p, "name of the output bundle, or - for the name the pipe sets (set_bundle_name), else its "
-                       "class name")
+    _pipe_arguments(p, OUTPUT_HELP)
     p.set_defaults(func=cmd_apply)
 
     p = sub.add_parser("dockerize", help="build the image that runs the pipe classes of a pipe_root")
@@ -61,7 +63,7 @@ def register(sub: Any) -> None:
     p.add_argument("--wait", action="store_true", default=None,
                    help="AWSBatch: wait for the jobs, showing their state and logs, then pull the output (default "
                         "[run] wait; without it the jobs are submitted and `dsdt pull OUTPUT` fetches it later)")
-    _pipe_arguments(p, "name of the output bundle")
+    _pipe_arguments(p, OUTPUT_HELP)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("runs", help="list the runs recorded on the remote, newest first (one line per node)")
@@ -123,10 +125,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         jobs = submitted_jobs(plan)
         for node_id, pipe_cls, job_id, status in jobs:
             print(f"node {node_id[:12]} {pipe_cls}: " + (f"job {job_id} ({status})" if job_id else status))
+        name = plan.root.spec.bundle_name
         if any(status == "running" for *_, status in jobs):
-            print(f"submitted to {plan.backend}; fetch the output when the jobs finish: dsdt pull {args.output_bundle}")
+            print(f"submitted to {plan.backend}; fetch the output when the jobs finish: dsdt pull {name}")
         else:
-            print(f"every node is done already: dsdt pull {args.output_bundle}")
+            print(f"every node is done already: dsdt pull {name}")
         return 0
     bundle = output_bundle(plan)
     print(f"{bundle.name} {bundle.uuid} is in context {plan.context} (`dsdt cat {bundle.name}`)")

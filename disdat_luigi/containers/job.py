@@ -58,6 +58,6 @@ class NodeJob:
                 check_hex_id(up, f"upstream node {dep}")
             if not all(isinstance(k, str) and isinstance(v, str) for k, v in node.params.items()):
                 raise ValueError("params must map names to strings")
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise DisdatError(f"the job description is malformed: {exc}") from None
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+            raise DisdatError(f"the job description is malformed: {str(exc)[:200]}") from None
         return job
