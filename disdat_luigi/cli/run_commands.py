@@ -20,14 +20,14 @@ from ..store.manifest import parse_tags
 OUTPUT_HELP = "name of the output bundle, or - for the name the pipe sets (set_bundle_name), else its class name"
 
 
-def _pipe_arguments(p: argparse.ArgumentParser, output_help: str) -> None:
+def _pipe_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-it", "--input-tag", action="append", default=[], metavar="KEY:VALUE",
                    help="use the latest input version with this tag")
     p.add_argument("-ot", "--output-tag", action="append", default=[], metavar="KEY:VALUE",
                    help="tag the output bundle")
     p.add_argument("--force", action="store_true", help="run again even if an identical run already happened")
     p.add_argument("input_bundle", help="input bundle name, or - for none")
-    p.add_argument("output_bundle", help=output_help)
+    p.add_argument("output_bundle", help=OUTPUT_HELP)
     p.add_argument("pipe_cls", help="module.submodule.PipeClass under the pipe_root")
     p.add_argument("pipe_args", nargs=argparse.REMAINDER,
                    help="the pipe's parameters in Luigi's form: --min-len 3 (after the pipe class)")
@@ -35,7 +35,7 @@ def _pipe_arguments(p: argparse.ArgumentParser, output_help: str) -> None:
 
 def register(sub: Any) -> None:
     p = sub.add_parser("apply", help="run a pipe class in this process (no container)")
-    _pipe_arguments(p, OUTPUT_HELP)
+    _pipe_arguments(p)
     p.set_defaults(func=cmd_apply)
 
     p = sub.add_parser("dockerize", help="build the image that runs the pipe classes of a pipe_root")
@@ -63,7 +63,7 @@ def register(sub: Any) -> None:
     p.add_argument("--wait", action="store_true", default=None,
                    help="AWSBatch: wait for the jobs, showing their state and logs, then pull the output (default "
                         "[run] wait; without it the jobs are submitted and `dsdt pull OUTPUT` fetches it later)")
-    _pipe_arguments(p, OUTPUT_HELP)
+    _pipe_arguments(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("runs", help="list the runs recorded on the remote, newest first (one line per node)")
