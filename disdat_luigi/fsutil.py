@@ -5,8 +5,8 @@ import contextlib
 import errno
 import hashlib
 import os
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 from typing import BinaryIO, Iterator, Optional, Tuple
 
@@ -18,13 +18,27 @@ CHUNK = 1 << 20
 def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old content or the new, never a part."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with replacing(path) as f:
+        f.write(data)
+
+
+@contextlib.contextmanager
+def replacing(path: Path, dir_fd: Optional[int] = None) -> Iterator[BinaryIO]:
+    """A new hidden file next to ``path`` (relative to the directory ``dir_fd``, if given) that replaces it when
+    the block ends, and is removed if the block fails: readers see the old content or the new, never a part.
+
+    It is created as any new file is (0666 less the umask, or the directory's default ACL), not 0600 as
+    ``mkstemp`` makes it: a file:// remote is shared between users. It is never created through a symbolic
+    link, and the rename replaces a link at ``path`` rather than writing through it."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666, dir_fd=dir_fd)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+            yield f
+        os.replace(tmp, path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
-        _unlink_quietly(tmp)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dir_fd)
         raise
 
 
@@ -50,13 +64,6 @@ def copy_and_hash(src: BinaryIO, dst_path: Path) -> Tuple[str, int]:
 def sha256_file(path: Path) -> Tuple[str, int]:
     with open(path, "rb") as f:
         return _hash_stream(f)
-
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 # ---------------------------------------------------------------------------------------------------
