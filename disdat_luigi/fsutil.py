@@ -5,8 +5,8 @@ import contextlib
 import errno
 import hashlib
 import os
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 from typing import BinaryIO, Iterator, Optional, Tuple
 
@@ -18,13 +18,27 @@ CHUNK = 1 << 20
 def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old content or the new, never a part."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with replacing(path) as f:
+        f.write(data)
+
+
+@contextlib.contextmanager
+def replacing(path: Path, dir_fd: Optional[int] = None) -> Iterator[BinaryIO]:
+    """A new hidden file next to ``path`` (relative to the directory ``dir_fd``, if given) that replaces it when
+    the block ends, and is removed if the block fails: readers see the old content or the new, never a part.
+
+    It is created as any new file is (0666 less the umask, or the directory's default ACL), not 0600 as
+    ``mkstemp`` makes it: a file:// remote is shared between users. It is never created through a symbolic
+    link, and the rename replaces a link at ``path`` rather than writing through it."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666, dir_fd=dir_fd)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+            yield f
+        os.replace(tmp, path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
-        _unlink_quietly(tmp)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dir_fd)
         raise
 
 
@@ -52,13 +66,6 @@ def sha256_file(path: Path) -> Tuple[str, int]:
         return _hash_stream(f)
 
 
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
 # ---------------------------------------------------------------------------------------------------
 # full disks: one line saying what, where and how much, instead of a traceback or a hang
 # ---------------------------------------------------------------------------------------------------
@@ -71,15 +78,40 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} TB"
 
 
-def free_bytes(path: Path) -> Optional[int]:
-    """Free space for an unprivileged writer on the filesystem holding ``path`` (its nearest existing parent)."""
+def _existing(path: Path) -> Path:
+    """``path``, or its nearest parent that exists (where a write to ``path`` would land)."""
     p = Path(path)
     while not p.exists() and p != p.parent:
         p = p.parent
+    return p
+
+
+def free_bytes(path: Path) -> Optional[int]:
+    """Free space for an unprivileged writer on the filesystem holding ``path`` (its nearest existing parent)."""
     try:
-        return shutil.disk_usage(p).free
+        return shutil.disk_usage(_existing(path)).free
     except OSError:
         return None
+
+
+def out_of_inodes(path: Path) -> bool:
+    """The filesystem holding ``path`` has no inode left for an unprivileged writer: creating a file fails with
+    ENOSPC although bytes are free (many small files on ext4 or a tmpfs). Filesystems without a fixed inode
+    table (btrfs, ...) report none of none: they never run out."""
+    try:
+        st = os.statvfs(_existing(path))
+    except OSError:
+        return False
+    return st.f_files > 0 and st.f_favail == 0
+
+
+def no_room(where: Path) -> Tuple[str, str]:
+    """What the device of ``where`` lacks (bytes, or inodes while bytes are free), and what to do about it."""
+    free = free_bytes(where)
+    have = f" ({human_bytes(free)} free)" if free is not None else ""
+    if out_of_inodes(where):
+        return f"no free inodes (files) left on the device of {where}{have}", "remove files from it"
+    return f"no space left on the device of {where}{have}", "free some space"
 
 
 def is_disk_full(exc: BaseException) -> bool:
@@ -89,23 +121,24 @@ def is_disk_full(exc: BaseException) -> bool:
 
 
 def _full(what: str, where: Path, needed: Optional[int]) -> DiskFull:
-    free = free_bytes(where)
+    lack, fix = no_room(where)
     need = f", which needs {human_bytes(needed)}" if needed else ""
-    have = f" ({human_bytes(free)} free)" if free is not None else ""
-    return DiskFull(f"no space left on the device of {where}{have} while {what}{need}: free some space and run it "
-                    f"again (nothing partial was kept)")
+    return DiskFull(f"{lack} while {what}{need}: {fix} and run it again (nothing partial was kept)")
 
 
 def require_space(where: Path, needed: int, what: str) -> None:
-    """Refuse before writing anything when ``needed`` bytes cannot fit (a margin of 1 MB for metadata)."""
+    """Refuse before writing anything when ``needed`` bytes cannot fit (a margin of 1 MB for metadata), or no
+    file can be created at all."""
     free = free_bytes(where)
-    if free is not None and needed + (1 << 20) > free:
+    if (free is not None and needed + (1 << 20) > free) or out_of_inodes(where):
         raise _full(what, where, needed)
 
 
 @contextlib.contextmanager
 def disk_space(what: str, where: Path, needed: Optional[int] = None) -> Iterator[None]:
-    """Turn a full disk inside the block into one DiskFull line (the block cleans up its partial files)."""
+    """Turn a full disk inside the block into one DiskFull line. Use it inside the block that removes the partial
+    files, so that the device is looked at as the write found it: one out of inodes has them back once they are
+    gone."""
     try:
         yield
     except (OSError, Exception) as exc:

@@ -9,13 +9,14 @@ import argparse
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import List, Optional
 
 from .. import config
 from ..config import SettingsError
 from ..display import safe
 from ..errors import DisdatError
-from ..fsutil import is_disk_full
+from ..fsutil import is_disk_full, no_room
 from ..remotes import faults
 
 
@@ -71,9 +72,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except Exception as exc:  # a full disk met where no command said what it was writing
         if not is_disk_full(exc):
             raise
-        where = getattr(exc, "filename", None) or ""
-        print(f"dsdt: error: no space left on the device{f' of {safe(where)}' if where else ''}: free some space "
-              f"and run it again", file=sys.stderr)
+        where = getattr(exc, "filename", None)
+        lack, fix = no_room(Path(where)) if where else ("no space left on the device", "free some space")
+        print(f"dsdt: error: {safe(lack)}: {fix} and run it again", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("dsdt: interrupted", file=sys.stderr)

@@ -5,7 +5,7 @@ import os
 import threading
 from pathlib import Path
 from typing import Dict, Optional
-from urllib.parse import unquote, urlparse
+from urllib.parse import ParseResult, unquote, urlparse
 
 from .. import config
 from ..store.context import Context
@@ -20,13 +20,13 @@ def transfer_workers() -> int:
 
 def open_store(url: str, workers: Optional[int] = None) -> ObjectStore:
     """The object store behind a remote URL: ``s3://bucket[/prefix]`` or ``file:///dir``."""
-    parsed = urlparse(url)
+    parsed = _parse(url)
     if parsed.scheme == "s3":
         if not parsed.netloc:
             raise DisdatError(f"remote URL {url!r} has no bucket: write s3://bucket/prefix")
-        from .s3 import S3Store
+        from .s3 import S3Store, check_bucket
 
-        return S3Store(parsed.netloc, parsed.path, workers or transfer_workers())
+        return S3Store(check_bucket(parsed.netloc), parsed.path, workers or transfer_workers())
     if parsed.scheme == "file":
         if parsed.netloc not in ("", "localhost") or not parsed.path.startswith("/"):
             raise DisdatError(f"remote URL {url!r} must be an absolute path: file:///dir")
@@ -37,6 +37,19 @@ def open_store(url: str, workers: Optional[int] = None) -> ObjectStore:
 
         return FileStore(root)
     raise DisdatError(f"remote URL {url!r} is not supported: use s3://bucket/prefix or file:///dir")
+
+
+def _parse(url: str) -> ParseResult:
+    """The parts of a remote URL. One that holds a user or a password is refused without repeating it (nor is
+    a URL that cannot be parsed repeated): it would be printed in errors and stored in the context's binding."""
+    try:
+        parsed = urlparse(url)
+    except ValueError:   # an unbalanced "[" in its host part
+        raise DisdatError("the remote URL is malformed: use s3://bucket/prefix or file:///dir") from None
+    if "@" in parsed.netloc:
+        raise DisdatError("remote URLs must not hold credentials: use AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or "
+                          "AWS_PROFILE (or [s3] in luigi.cfg)")
+    return parsed
 
 
 def open_remote(url: str, remote_context: str, workers: Optional[int] = None) -> Remote:

@@ -11,10 +11,12 @@ credential chain. Every botocore failure becomes one RemoteError line here.
 from __future__ import annotations
 
 import contextlib
+import re
 from pathlib import Path
 from typing import Any, BinaryIO, Dict, Iterator, List, Optional, Tuple
 
 from .. import config
+from ..display import safe
 from ..errors import NotFound, RemoteError
 from .base import ObjectStore, OnBytes, TooLarge
 from .faults import checkpoint
@@ -24,6 +26,9 @@ _CLIENT_KEYS = ("endpoint_url", "region_name", "aws_access_key_id", "aws_secret_
                 "aws_session_token", "verify", "use_ssl")
 _CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "ExpiredToken",
                      "InvalidToken", "TokenRefreshRequired", "403", "Forbidden"}
+# https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html (with check_bucket's two rules)
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_IP_ADDRESS = re.compile(r"\d+\.\d+\.\d+\.\d+")
 MULTIPART = 8 * 1024 * 1024      # files above this are uploaded multipart ...
 PART_SIZE = 32 * 1024 * 1024     # ... in parts of this size (an object of many small parts reads slower)
 
@@ -106,8 +111,26 @@ def s3_errors(bucket: str, endpoint: str, key: str = "") -> Iterator[None]:
         raise RemoteError(f"the connection to S3 at {endpoint} dropped during s3://{bucket}/{key} "
                           f"({type(exc).__name__}): run the command again (what was verified is kept; the remote "
                           f"copy is not known to be damaged)") from None
+    except bx.ParamValidationError as exc:
+        raise RemoteError(f"botocore refused to send a request for s3://{bucket}/{key} ({_one_line(exc)}): fix the "
+                          f"remote URL") from None
     except bx.BotoCoreError as exc:
-        raise RemoteError(f"S3 request failed for s3://{bucket}/{key}: {exc}") from None
+        raise RemoteError(f"S3 request failed for s3://{bucket}/{key}: {_one_line(exc)}") from None
+
+
+def _one_line(exc: Exception) -> str:
+    """botocore's message on one line (a parameter validation report has one line per bad parameter)."""
+    return " ".join(str(exc).split())
+
+
+def check_bucket(name: str) -> str:
+    """A bucket name by AWS's rules for general purpose buckets, checked before any request is made (botocore
+    would refuse it with its regex over several lines, or S3 with an unhelpful code)."""
+    if not (_BUCKET.fullmatch(name) and ".." not in name and not _IP_ADDRESS.fullmatch(name)):
+        raise RemoteError(f"invalid S3 bucket name {safe(repr(name))[:80]}: a bucket name has 3 to 63 lowercase "
+                          f"letters, digits, dots and hyphens, starts and ends with a letter or digit, has no two dots "
+                          f"in a row and is not an IP address; fix the remote URL (s3://bucket/prefix)")
+    return name
 
 
 class S3Store(ObjectStore):

@@ -329,7 +329,7 @@ class Context:
         needed = sum(src.stat().st_size for src, _ in sources)
         what = f"adding {name} ({len(sources)} files)"
         require_space(self.tmp, needed, what)
-        with disk_space(what, self.tmp, needed), self.stage() as st:
+        with self.stage() as st, disk_space(what, self.tmp, needed):
             data = [{values.FILE: st.add_file(src, rel)} for src, rel in sources]
             return st.close(Manifest(name=name, tags=dict(tags or {}), presentation="files", data=data,
                                      files=st.entries))
@@ -339,7 +339,7 @@ class Context:
         """A new bundle holding a Python value (files in it are copied in, or adopted from ``staging``)."""
         check_name(name)
         st = staging or self.stage()
-        with disk_space(f"storing bundle {name}", self.tmp), st:
+        with st, disk_space(f"storing bundle {name}", self.tmp):
             presentation, data = values.encode(value, st.adopt, st.new_file)
             _drop_unreferenced(st, data)
             manifest = Manifest(name=name, tags=dict(tags or {}), committed=committed,

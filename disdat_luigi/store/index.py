@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence
 
 from ..errors import DisdatError, DiskFull, StoreDamaged
-from ..fsutil import free_bytes, is_disk_full
+from ..fsutil import free_bytes, is_disk_full, no_room, out_of_inodes
 from .manifest import Manifest
 
 REPAIR = "run `dsdt check --repair` to rebuild it from the bundles on disk"
@@ -60,6 +60,11 @@ class BundleRow:
     tags: Dict[str, str]
 
 
+def _no_journal(exc: sqlite3.DatabaseError) -> bool:
+    """What SQLite says when it cannot write or create its -wal/-shm files (no byte, or no inode, left)."""
+    return "disk I/O error" in str(exc) or "unable to open database file" in str(exc)
+
+
 @contextmanager
 def _sqlite_errors(path: Path) -> Iterator[None]:
     """SQLite's failures as one line: a damaged file, a full disk, a lock held too long."""
@@ -68,9 +73,10 @@ def _sqlite_errors(path: Path) -> Iterator[None]:
     except sqlite3.DatabaseError as exc:
         if is_disk_full(exc):
             raise  # the command's own disk_space() says what it was writing
-        if "disk I/O error" in str(exc) and (free_bytes(path.parent) or 0) < 1 << 20:
-            raise DiskFull(f"no space left on the device of {path} (SQLite could not write its journal): free "
-                           f"some space and run it again") from None
+        if _no_journal(exc) and ((free_bytes(path.parent) or 0) < 1 << 20 or out_of_inodes(path.parent)):
+            lack, fix = no_room(path.parent)
+            raise DiskFull(f"{lack} (SQLite could not write its journal for {path}): {fix} and run it again"
+                           ) from None
         if "locked" in str(exc) or "busy" in str(exc):
             raise DisdatError(f"the index {path} stayed locked by another dsdt process: try again") from None
         raise StoreDamaged(f"the index {path} is damaged ({exc}): {REPAIR}") from None

@@ -7,9 +7,11 @@ does (the index, a manifest, a new context).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -22,17 +24,29 @@ MB = 1000 * 1000
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.fixture
-def disk(tmp_path):
-    """A 20 MB tmpfs of this test's own."""
-    mnt = tmp_path / "disk"
+@contextlib.contextmanager
+def _tmpfs(mnt: Path, options: str):
     mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mnt)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mnt)], check=True)
     try:
         yield mnt
     finally:
         if subprocess.run(["umount", str(mnt)]).returncode != 0:
             subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+@pytest.fixture
+def disk(tmp_path):
+    """A 20 MB tmpfs of this test's own."""
+    with _tmpfs(tmp_path / "disk", "size=20m") as mnt:
+        yield mnt
+
+
+@pytest.fixture
+def few_inodes(tmp_path):
+    """A 20 MB tmpfs of this test's own that holds at most 300 files and directories."""
+    with _tmpfs(tmp_path / "disk", "size=20m,nr_inodes=300") as mnt:
+        yield mnt
 
 
 def _tree(root: Path):
@@ -254,3 +268,85 @@ def test_a_full_disk_is_a_full_disk_not_a_damaged_index(disk, monkeypatch, tmp_p
     assert _tree(home.path) == before
     check = run_dsdt("check")
     assert check.code == 0 and "is sound" in check.out, check
+
+
+# ---------------------------------------------------------------------------------------------------
+# a device out of inodes (files), with bytes to spare: said as such, not as "no space"
+# ---------------------------------------------------------------------------------------------------
+
+def _fill_inodes(where: Path, leave: int = 0) -> Path:
+    """Take all but ``leave`` of the inodes of the filesystem holding ``where`` (with empty files: no bytes)."""
+    filler = where / "inode-filler"
+    filler.mkdir()
+    for i in range(os.statvfs(where).f_favail - leave):
+        (filler / str(i)).touch()
+    return filler
+
+
+def _no_inodes(r, where, *fragments):
+    _one_line(r, f"no free inodes (files) left on the device of {where} (", " free) while ", "remove files from it",
+              *fragments)
+
+
+def test_add_that_runs_out_of_inodes_midway_says_inodes(few_inodes, monkeypatch, tmp_path):
+    home = _home_on(few_inodes / "home", monkeypatch)
+    src = _small_files(tmp_path / "many", 500)
+    before = _tree(home.path)
+    tmp = home.path / "contexts" / "test" / "tmp"
+    _no_inodes(_dsdt("add", "many", src), tmp, "while adding many (500 files)")
+    assert _tree(home.path) == before and list(tmp.iterdir()) == []
+
+
+def test_add_with_no_inode_left_is_refused_before_anything_is_written(few_inodes, monkeypatch, tmp_path):
+    home = _home_on(few_inodes / "home", monkeypatch)
+    (tmp_path / "f.txt").write_text("small")
+    before = _tree(home.path)                # reading the index needs inodes for its -wal and -shm files
+    filler = _fill_inodes(few_inodes)
+    tmp = home.path / "contexts" / "test" / "tmp"
+    _no_inodes(_dsdt("add", "one", tmp_path / "f.txt"), tmp, "while adding one (1 files)")
+    shutil.rmtree(filler)
+    assert _tree(home.path) == before
+
+
+def test_push_to_a_remote_out_of_inodes_says_inodes_and_resumes(home, cli, few_inodes, tmp_path):
+    remote = few_inodes / "remote"
+    assert cli("remote", "shared", remote.as_uri()).code == 0
+    src = tmp_path / "blobs"
+    src.mkdir()
+    for i in range(12):
+        (src / f"b{i:02d}.bin").write_bytes(os.urandom(1_200_000))   # above the pack threshold: one object each
+    uuid = _committed(cli, "blobs", src)
+    filler = _fill_inodes(few_inodes, leave=10)
+    r = _dsdt("push", "-q", "blobs")
+    _no_inodes(r, remote, "while writing blobs/", "to the remote")
+    keys, hidden = _remote_state(remote)
+    assert hidden == [] and not any(k.startswith("context/") for k in keys)
+    shutil.rmtree(filler)
+    assert _dsdt("push", "-q", "blobs").code == 0
+    assert f"context/shared/bundles/{uuid}.json" in _remote_state(remote)[0]
+
+
+def test_pull_into_a_store_out_of_inodes_says_inodes(published_many, few_inodes, monkeypatch):
+    url, many = published_many
+    home = _puller_on(few_inodes, monkeypatch, url)
+    tmp = home.path / "contexts" / "test" / "tmp"
+    before = _tree(home.path)
+    _no_inodes(_dsdt("pull", "-q", "-u", many), tmp, "while pulling many (8000 files)")
+    assert _tree(home.path) == before and list(tmp.iterdir()) == []
+
+
+@pytest.mark.parametrize("args", [("commit", "one"), ("rm", "two"), ("context", "new"), ("add", "three", "{src}"),
+                                  ("switch", "other")], ids=["commit", "rm", "context", "add", "switch"])
+def test_every_command_says_the_device_is_out_of_inodes(few_inodes, monkeypatch, tmp_path, args):
+    home = _home_on(few_inodes / "home", monkeypatch)
+    home.create_context("other")
+    (tmp_path / "f.txt").write_text("small")
+    for name in ("one", "two"):
+        assert run_dsdt("add", name, tmp_path / "f.txt").code == 0
+    before = _tree(home.path)
+    filler = _fill_inodes(few_inodes)
+    r = _dsdt(*(a.format(src=tmp_path / "f.txt") for a in args))
+    shutil.rmtree(filler)
+    assert_user_error(r, "no free inodes (files) left on the device", str(few_inodes))
+    assert "damaged" not in r.err and "check --repair" not in r.err
+    assert _tree(home.path) == before

@@ -75,6 +75,60 @@ def test_push_and_pull_bad_inputs(home, bound, cli, tmp_path):
     assert snapshot(home.path) == before
 
 
+@pytest.fixture
+def no_s3(monkeypatch):
+    """An endpoint nobody answers on: a request that is made fails as unreachable, never elsewhere."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+
+
+@pytest.mark.parametrize("bucket", ["Bad_Bucket!", "ab", "a" * 64, "UPPER", "-dash", "dash-", "two..dots",
+                                    "192.168.5.4", "under_score"])
+def test_an_invalid_bucket_name_is_one_line_before_any_request(home, cli, no_s3, bucket):
+    before = snapshot(home.path)
+    r = cli("remote", "shared", f"s3://{bucket}/x")
+    assert_user_error(r, f"invalid S3 bucket name {bucket!r}", "3 to 63 lowercase letters", "fix the remote URL")
+    assert snapshot(home.path) == before
+
+
+@pytest.mark.parametrize("bucket", ["abc", "my.bucket-1", "a" * 63, "1.2.3.x"])
+def test_valid_bucket_names_pass_the_check(home, cli, no_s3, bucket):
+    assert_user_error(cli("remote", "shared", f"s3://{bucket}/x"), "cannot reach S3 at http://127.0.0.1:9")
+
+
+def test_botocores_parameter_validation_is_one_line(home, no_s3):
+    """Whatever botocore refuses to send (here a bucket name no URL can give any more) is one line too."""
+    from disdat_luigi.errors import RemoteError
+    from disdat_luigi.remotes.s3 import S3Store
+
+    with pytest.raises(RemoteError) as caught:
+        S3Store("Bad_Bucket!", "x", 1).check()
+    assert "\n" not in str(caught.value) and "Invalid bucket name" in str(caught.value)
+    assert str(caught.value).endswith("fix the remote URL")
+
+
+@pytest.mark.parametrize("url", ["s3://AKIAEXAMPLE:s3cr3tVALUE@bucket/prefix", "s3://AKIAEXAMPLE@bucket/p",
+                                 "s3://:s3cr3tVALUE@bucket/p", "file://AKIAEXAMPLE:s3cr3tVALUE@localhost/{tmp}/r",
+                                 "file://AKIAEXAMPLE:s3cr3tVALUE@/{tmp}/r"])
+def test_a_remote_url_holding_credentials_is_refused_without_repeating_them(home, cli, no_s3, tmp_path, url):
+    url = url.format(tmp=tmp_path.as_posix().lstrip("/"))
+    before = snapshot(home.path)
+    r = cli("remote", "shared", url)
+    assert_user_error(r, "remote URLs must not hold credentials: use AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or "
+                         "AWS_PROFILE")
+    assert "AKIAEXAMPLE" not in r.out + r.err and "s3cr3tVALUE" not in r.out + r.err
+    assert snapshot(home.path) == before and not (tmp_path / "r").exists()
+    assert cli("remote").out == "context test has no remote\n"
+
+
+def test_a_url_that_does_not_parse_is_one_line_and_not_repeated(home, cli, no_s3):
+    r = cli("remote", "shared", "s3://AKIAEXAMPLE:s3cr3tVALUE@[bucket/p")
+    assert_user_error(r, "the remote URL is malformed")
+    assert "s3cr3tVALUE" not in r.err
+
+
 def test_no_remote_bound_is_one_line(home, cli, tmp_path):
     _added(cli, "kept", _files(tmp_path / "d", {"x": b"1"}))
     assert_user_error(cli("push", "kept"), "has no remote", "dsdt remote")
