@@ -8,7 +8,8 @@ Its choices:
   Docker closes the container's stdin, and the entrypoint takes that EOF as "my client is gone", records
   the run as interrupted and exits, instead of running on unowned.
 * **Mounts:** a ``file://`` remote's directory alone, at the same path; nothing else of the host.
-* **User:** the host's uid:gid, so files written to a file:// remote belong to the user.
+* **User:** the host's uid:gid and umask, so files written to a file:// remote belong to the user, with the
+  modes the user's own dsdt would give them.
 * **Network:** ``[run] network_mode`` (Docker's default network unless set; ``host`` where the engine has no
   bridge or the S3 server listens on the host's loopback).
 * **Labels:** ``disdat.node_id``, ``disdat.remote`` and ``disdat.run_id``, so a dead client's container is
@@ -33,6 +34,7 @@ from .backend import LOG_TAIL, Backend, Job, JobResult, OnLines, OnStatus, RunRe
 from .docker_engine import docker_client
 
 STDIN_FLAG = "DISDAT_CLIENT_ON_STDIN"     # tells the entrypoint to read secrets from, and watch, its stdin
+UMASK = "DISDAT_UMASK"                    # the client's umask, which the container writes a file:// remote with
 MAX_LOG = 16 << 20                        # the last bytes of a container's output that logs() returns
 MAX_LINE = 64 << 10                       # a longer line is cut when it is streamed
 ENGINE_LOG_BYTES = "20m"                  # what the engine keeps of a container's output (json-file max-size)
@@ -77,7 +79,8 @@ class LocalDocker(Backend):
         mode = config.get("run", "network_mode")
         try:
             container = self.client.containers.create(
-                request.image, request.args, name=request.name, environment={**request.environment, STDIN_FLAG: "1"},
+                request.image, request.args, name=request.name,
+                environment={**request.environment, STDIN_FLAG: "1", UMASK: f"{umask():03o}"},
                 labels=request.labels, volumes={path: {"bind": path, "mode": "rw"} for path in mounts},
                 network_mode=None if mode == "default" else mode, user=f"{os.getuid()}:{os.getgid()}",
                 log_config=LogConfig(type="json-file", config={"max-size": ENGINE_LOG_BYTES, "max-file": "1"}),
@@ -238,6 +241,18 @@ class LocalJob(Job):
 
     def release(self) -> None:
         self.backend.forget(self.id)
+
+
+def umask() -> int:
+    """This process's umask, read without changing it (os.umask would, for every thread, for a moment)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
 
 
 def _tail(lines: List[str]) -> List[str]:

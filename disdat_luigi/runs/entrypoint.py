@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Deque, Dict, List, Optional
 
 from ..containers.job import NodeJob
-from ..containers.local import STDIN_FLAG
+from ..containers.local import STDIN_FLAG, UMASK
 from ..errors import DisdatError, RemoteError
 from .record import ERROR_PREFIX
 from .store import MAX_LOG
@@ -148,6 +148,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.barrier:
         return 0
     signal.signal(signal.SIGTERM, _on_sigterm)
+    if os.environ.get(UMASK, "").isdigit():
+        os.umask(int(os.environ[UMASK], 8) & 0o777)   # the client's, for a file:// remote shared with others
     if os.environ.get(STDIN_FLAG):
         _take_secrets_from_stdin()
     from .. import config

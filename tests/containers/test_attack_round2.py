@@ -210,3 +210,16 @@ def test_the_fault_hook_says_where_it_blocks(file_remote, home, tmp_path):
         proc.send_signal(signal.SIGKILL)
         _, err = proc.communicate()
     assert "DISDAT_FAULT (a test hook): blocking for ever at put number 1 of context/shared/runs/*: " in err
+
+
+def test_what_a_container_writes_to_a_file_remote_follows_the_clients_umask(file_remote, home):
+    """Finding 5, the container's side: records, logs and outputs written by the container get the mode the
+    user's umask gives (not Docker's 022), so a directory remote shared by a group stays shared."""
+    r = subprocess.run([DSDT, "run", "-", "nap", "slow.Sleep", "--seconds", "0"], cwd=REPO, capture_output=True,
+                       text=True, timeout=150, preexec_fn=lambda: os.umask(0o002))
+    assert r.returncode == 0, r.stderr
+    root = _remote_dir(file_remote)
+    written = [p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    assert any("/logs/" in str(p) for p in written) and any("/bundles/" in str(p) for p in written)
+    modes = {str(p.relative_to(root)): oct(p.stat().st_mode & 0o777) for p in written}
+    assert set(modes.values()) == {"0o664"}, modes
