@@ -41,7 +41,7 @@ def luigi_defaults() -> None:
     defaults = {"retcode": {"already_running": 10, "missing_data": 20, "not_run": 25, "task_failed": 30,
                             "scheduling_error": 35, "unhandled_exception": 40},
                 "worker": {"wait_interval": 0.2, "wait_jitter": 0.1},
-                "core": {"rpc-retry-wait": 2, "rpc-log-retries": "false"}}
+                "core": {"rpc_retry_wait": 2, "rpc_log_retries": "false"}}
     for section, values in defaults.items():
         for key, value in values.items():
             if not (cfg.has_option(section, key) or cfg.has_option(section, key.replace("-", "_"))):

@@ -216,13 +216,14 @@ def _outcome(runs: RunStore, node_id: str, result: JobResult, attempt: int, word
              record: Optional[RunRecord] = None) -> RunRecord:
     """The node's final record: the container's own when it wrote one, else the backend's reason (raised as
     ContainerFailed with the job's last lines, leading with the container's own error when it gave one)."""
-    fallback = failure_reason(result) or f"the {word} exited without writing its result"
+    ended = result.reason or f"the {word} exited without writing its result"
+    fallback = failure_reason(result) or ended  # the container's own last word, when it could not record it
     if record is None or record.status not in (SUCCEEDED, FAILED, TIMED_OUT, INTERRUPTED):
         record = runs.update_running(node_id, lambda r: r.finished(
             TIMED_OUT if result.status == "timed_out" else FAILED, fallback), attempt)
     if result.status == "succeeded" and record is not None and record.status == SUCCEEDED:
         return record
     wrote = record is not None and record.status == FAILED and record.error and record.error != fallback
-    if wrote and result.status != "timed_out":  # the entrypoint said why: lead with that
-        raise ContainerFailed(f"{record.error} ({fallback})", result.log_tail, result.exit_code)  # type: ignore
+    if wrote and result.status != "timed_out":  # the entrypoint recorded why: lead with that
+        raise ContainerFailed(f"{record.error} ({ended})", result.log_tail, result.exit_code)  # type: ignore
     raise ContainerFailed(fallback, result.log_tail, result.exit_code)
