@@ -233,8 +233,9 @@ def test_timeout_stops_the_container(home, file_bound, file_texts, pipe_root, te
 
 
 def _bare_mounts(image: str) -> set:
-    """The mount points a container of this image gets from Docker alone (no volume asked for)."""
-    proc = subprocess.run(["docker", "run", "--rm", "--network", "host", "--entrypoint", "cat", image,
+    """The mount points a container of this image gets from Docker alone (no volume asked for; Docker's init,
+    as every node's container has, is mounted by Docker itself)."""
+    proc = subprocess.run(["docker", "run", "--rm", "--init", "--network", "host", "--entrypoint", "cat", image,
                            "/proc/self/mounts"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     return {line.split()[1] for line in proc.stdout.splitlines()}
