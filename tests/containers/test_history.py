@@ -324,7 +324,7 @@ def test_a_record_the_container_could_not_finish_stays_a_typed_record(home, runn
     assert proc.returncode == 1
     node, record = _only_record(runnable)
     _assert_typed(record, "failed")
-    assert record.error == f"container {record.job_id} exited with status 137"
+    assert record.error == f"container {record.job_id} was killed by signal 9 (SIGKILL)"
     (line,) = _runs("--status", "failed")
     assert line.startswith(f"{node[:12]}  slow.Sleep  failed")
     assert "sleeping 60.0 s" in _logs(node[:12])
