@@ -112,6 +112,9 @@ def test_a_client_killed_mid_submit_of_a_wide_graph_leaves_nothing_the_next_run_
         time.sleep(3)
     assert pulled.code == 0, pulled.err
     assert home.context().latest("wide").data() == width + sum(range(width))
+    # moto marks a job SUCCEEDED a moment after its container ended (having written its record)
+    assert wait_until(lambda: all(j["status"] in ("SUCCEEDED", "FAILED")
+                                  for j in _run_of(_queue_jobs(batch), url).values()), 60, every=1)
     jobs = _run_of(_queue_jobs(batch), url)
     per_node: dict = {}
     for j in jobs.values():
