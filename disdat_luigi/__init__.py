@@ -1,7 +1,7 @@
 """disdat-luigi: Disdat bundles, and pipe classes run in Docker containers as Luigi task chains.
 
-``from disdat_luigi import PipeTask`` for pipe classes; ``luigi --module disdat_luigi RunPipe ...`` runs one
-in a container.
+``from disdat_luigi import PipeTask`` for pipe classes (and ``resources``, ``retry``, ``timeout``, their
+decorators); ``luigi --module disdat_luigi RunPipe ...`` runs one in a container.
 
 Importing luigi costs ~0.15 s, which ``dsdt ls``, ``push`` or ``pull`` should not pay, so the Luigi parts
 load on first use. Inside a Luigi process (``luigi --module disdat_luigi``, luigid workers, any program
@@ -10,7 +10,7 @@ that imported luigi first) they load at once, so that Luigi's task registry know
 import sys
 
 __version__ = "0.1.0"
-__all__ = ["PipeTask", "RunPipe", "PushInput", "ExecuteContainer", "PullOutput"]
+__all__ = ["PipeTask", "resources", "retry", "timeout", "RunPipe", "PushInput", "ExecuteContainer", "PullOutput"]
 
 
 def __getattr__(name: str):
@@ -18,6 +18,10 @@ def __getattr__(name: str):
         from .pipe.task import PipeTask
 
         return PipeTask
+    if name in ("resources", "retry", "timeout"):   # the decorators of pipe classes (pipe/settings.py)
+        from .pipe import settings
+
+        return getattr(settings, name)
     if name in __all__:
         from .chain import tasks
 

@@ -177,16 +177,16 @@ SCHEMA: Dict[Tuple[str, str], Setting] = {
     ("disdat", "s3_max_attempts"): Setting(_int(1, 20), 5, "attempts of each S3 request"),
     ("run", "backend"): Setting(_choice("Local", "AWSBatch"), "Local", "where containers run"),
     ("run", "network_mode"): Setting(_network_mode, "default", "the container's Docker network mode"),
-    ("run", "timeout"): Setting(_int(1), None, "seconds before a container is stopped"),
+    ("run", "timeout"): Setting(_int(1), None, "seconds an attempt of a pipe may run (@timeout)"),
     ("run", "local_scheduler"): Setting(parse_bool, True, "false: dsdt run uses luigid"),
     ("run", "workers"): Setting(_int(1, 64), 1, "Luigi workers: nodes run at the same time"),
     ("run", "wait"): Setting(parse_bool, False, "AWSBatch: wait for the jobs and pull the output"),
     ("run", "aws_batch_queue"): Setting(_text, None, "the AWS Batch job queue"),
-    ("run", "vcpus"): Setting(_int(1, 256), 1, "vCPUs of a Batch job"),
-    ("run", "memory"): Setting(_int(4), 2048, "MiB of memory of a Batch job"),
-    ("run", "gpus"): Setting(_int(0, 16), 0, "GPUs of a Batch job"),
+    ("run", "vcpus"): Setting(_int(1, 256), 1, "vCPUs of a pipe's container (@resources)"),
+    ("run", "memory"): Setting(_int(6, 4_000_000), 2048, "MiB of memory of a pipe's container (@resources)"),
+    ("run", "gpus"): Setting(_int(0, 16), 0, "GPUs of a pipe's container (@resources)"),
     ("run", "job_role_arn"): Setting(_role_arn, None, "the IAM role of Batch jobs"),
-    ("run", "attempts"): Setting(_int(1, 10), 1, "Batch retry attempts of a job"),
+    ("run", "retries"): Setting(_int(0, 9), 0, "attempts of a failed pipe after the first (@retry)"),
     ("run", "batch_calls_per_second"): Setting(_int(1, 50), 40, "AWS Batch API calls a second at most (the "
                                                                 "account has 50)"),
     ("run", "follow_logs"): Setting(_int(0, 1000), 4, "a --wait Batch run of at most this many nodes streams "
@@ -197,6 +197,54 @@ SCHEMA: Dict[Tuple[str, str], Setting] = {
     ("dockerize", "repository_prefix"): Setting(_text, None, "prefix of the image repositories"),
     ("dockerize", "ecr"): Setting(parse_bool, None, "the registry is Amazon ECR (default: known by its host name)"),
 }
+
+
+PIPE_KEYS = ("vcpus", "memory", "gpus", "retries", "timeout")   # of a [run module.PipeClass] section
+_PIPE_SECTION = re.compile(r"run\s+(\S+)")
+
+
+def check_pipe_setting(key: str, text: str) -> Any:
+    """A pipe's own setting (a decorator's or a ``[run module.PipeClass]`` value), parsed as ``[run] key`` is;
+    ValueError with what is accepted."""
+    if key not in PIPE_KEYS:
+        raise ValueError(f"one of {', '.join(PIPE_KEYS)}")
+    return SCHEMA[("run", key)].parse(text)
+
+
+def pipe_settings(pipe_cls: str) -> Dict[str, Any]:
+    """The values luigi.cfg's ``[run module.PipeClass]`` section gives the pipe class ``pipe_cls``."""
+    return _section_settings(f"run {pipe_cls}")
+
+
+def _section_settings(name: str) -> Dict[str, Any]:
+    parser = get_config()
+    if not parser.has_section(name):
+        return {}
+    out = {}
+    for key in parser.options(name):
+        if key in parser.defaults():   # configparser shows [DEFAULT]'s keys in every section: not this one's
+            continue
+        raw = parser.get(name, key)
+        try:
+            out[key] = check_pipe_setting(key, raw)
+        except ValueError as exc:
+            raise SettingsError(f"[{name}] {key} in luigi.cfg = {raw!r} is not valid: use {exc}") from None
+    return out
+
+
+def _pipe_section_problems() -> List[str]:
+    problems = []
+    for name in get_config().sections():
+        if not name.startswith(("run ", "run\t")):
+            continue
+        if not _PIPE_SECTION.fullmatch(name) or name != f"run {name.split()[1]}":
+            problems.append(f"[{name}] in luigi.cfg is not a section of one pipe class: write [run module.PipeClass]")
+            continue
+        try:
+            _section_settings(name)
+        except SettingsError as exc:
+            problems.append(str(exc))
+    return problems
 
 
 def _parsed(section: str, key: str) -> Any:
@@ -223,6 +271,7 @@ def validate() -> None:
             _parsed(section, key)
         except SettingsError as exc:
             problems.append(str(exc))
+    problems += _pipe_section_problems()
     if problems:
         raise SettingsError("\n".join(problems))
 

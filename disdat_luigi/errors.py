@@ -38,10 +38,12 @@ class PipeFailed(DisdatError):
 class ContainerFailed(DisdatError):
     """A container (local Docker or AWS Batch job) exited non-zero; carries its last log lines."""
 
-    def __init__(self, message: str, logs: list[str] | None = None, exit_code: int | None = None):
+    def __init__(self, message: str, logs: list[str] | None = None, exit_code: int | None = None,
+                 cause: str = ""):
         super().__init__(message)
         self.logs = list(logs or [])
         self.exit_code = exit_code
+        self.cause = cause      # what kind of failure (containers.backend.CAUSES), when known
 
     def __str__(self) -> str:
         text = super().__str__()

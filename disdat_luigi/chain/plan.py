@@ -26,6 +26,7 @@ from ..containers.backend import backend_name, get_backend
 from ..containers.job import NodeJob, NodeSpec
 from ..errors import DisdatError, NotFound
 from ..pipe.graph import expand
+from ..pipe.settings import RunSettings, settings_of
 from ..store.context import Bundle, Context
 from ..store.home import Home
 from ..store.manifest import check_name
@@ -36,6 +37,7 @@ class NodePlan:
     spec: NodeSpec
     image: str                  # the reference the backend runs: the image id (Local), a registry URI (Batch)
     image_id: str
+    settings: RunSettings = RunSettings()   # how it runs (resources, retries, timeout): never in its id
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,8 @@ class RunPlan:
     @classmethod
     def from_json(cls, text: str) -> "RunPlan":
         d = json.loads(text)
-        d["nodes"] = tuple(NodePlan(spec=NodeSpec(**n.pop("spec")), **n) for n in d["nodes"])
+        d["nodes"] = tuple(NodePlan(spec=NodeSpec(**n.pop("spec")), settings=RunSettings(**n.pop("settings")), **n)
+                           for n in d["nodes"])
         return cls(**d)
 
 
@@ -157,11 +160,15 @@ def plan_run(*, context: Optional[str], input_bundle: Optional[str], output_bund
     nonce = uuidlib.uuid4().hex if force else ""
     image_of = {key: images[node.pipe_cls.rpartition(".")[0]] for key, node in graph.nodes.items()}
     ids = graph.node_ids(lambda node: image_of[node.key].id, input_uuid, nonce, out_tags)
+    classes = {n.pipe_cls for n in graph.nodes.values()}
+    settings = {path: settings_of(load_pipe_class(path, root_dir)) for path in classes}
+    for path, s in settings.items():
+        chosen.check_settings(path, s)
     nodes = tuple(NodePlan(
         spec=NodeSpec(node_id=ids[key], pipe_cls=node.pipe_cls, params=node.params, bundle_name=node.bundle_name,
                       tags=out_tags if node.is_root else {}, upstream={d: ids[k] for d, k in node.upstream.items()},
                       reads_input=node.reads_input),
-        image=chosen.image_reference(image_of[key]), image_id=image_of[key].id)
+        image=chosen.image_reference(image_of[key]), image_id=image_of[key].id, settings=settings[node.pipe_cls])
         for key, node in graph.nodes.items())
     return RunPlan(home=str(Home().path), context=ctx.name, remote_url=binding.url,
                    remote_context=binding.remote_context,

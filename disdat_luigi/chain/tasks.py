@@ -198,8 +198,9 @@ class ExecuteContainer(_OnRemote):
         if plan.chains:
             self._execution = NodeAwait(job, backend, runs, reporter, submitted_here, verified_job)
         else:
-            self._execution = NodeExecution(job, backend, runs, plan.node(self.node_id).image, lambda: credentials_for(
-                plan.remote_url, plan.session_token_seconds, backend.long_lived_keys_allowed), reporter)
+            node = plan.node(self.node_id)
+            self._execution = NodeExecution(job, backend, runs, node.image, lambda: credentials_for(
+                plan.remote_url, plan.session_token_seconds, backend.long_lived_keys_allowed), reporter, node.settings)
         if getattr(self, "_stop_reason", None):
             self._execution.interrupt(self._stop_reason)
         try:
@@ -343,7 +344,7 @@ class SubmitGraph(_OnRemote):
 
         plan = self.plan
         backend = get_backend(plan.backend)
-        jobs = [(plan.job(n.spec.node_id), n.image) for n in plan.nodes]
+        jobs = [(plan.job(n.spec.node_id), n.image, n.settings) for n in plan.nodes]
         self.report(f"submitting {len(jobs)} node(s) to {backend.name}", force=True)
         submitted = submit_graph(jobs, backend, RunStore(shared_remote(self.remote, self.remote_context)),
                                  lambda: credentials_for(plan.remote_url, plan.session_token_seconds,

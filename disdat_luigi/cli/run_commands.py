@@ -66,9 +66,12 @@ def register(sub: Any) -> None:
     _pipe_arguments(p)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("runs", help="list the runs recorded on the remote, newest first (one line per node)")
+    p = sub.add_parser("runs", help="list the runs recorded on the remote, newest first (one line per attempt of "
+                                    "a node)")
     p.add_argument("name", nargs="?", metavar="NAME", help="only runs whose output bundle matches (a glob)")
-    p.add_argument("--status", choices=STATUSES, help="only runs with this status")
+    p.add_argument("--status", choices=STATUSES, help="only attempts with this status")
+    p.add_argument("--pipe", metavar="GLOB", help="only runs of these pipe classes, e.g. 'report.*'")
+    p.add_argument("--run", metavar="RUN_ID", help="only the nodes the run RUN_ID (its id, or a prefix) ran")
     p.add_argument("-n", type=int, default=20, metavar="N", help="at most N lines (default 20; 0: all)")
     p.add_argument("--clean", action="store_true",
                    help="stop and remove the containers of runs whose client died, and record them interrupted")
@@ -76,6 +79,7 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("logs", help="print the container log of a run (a unique prefix of its id is enough)")
     p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("--attempt", type=int, metavar="N", help="the log of attempt N (default: the latest)")
     p.set_defaults(func=cmd_logs)
 
 
@@ -137,14 +141,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from ..runs.history import clean, list_runs
+    from ..runs.history import RunFilter, clean, list_runs
 
     ctx = Home().context()
     if args.clean:
         for line in clean(ctx):
             print(safe(line))
         return 0
-    for line in list_runs(ctx, args.name, args.status, args.n):
+    which = RunFilter(name=args.name, status=args.status, pipe=args.pipe, run=args.run)
+    for line in list_runs(ctx, which, args.n):
         print(line)
     return 0
 
@@ -152,5 +157,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 def cmd_logs(args: argparse.Namespace) -> int:
     from ..runs.history import log_of
 
-    sys.stdout.write(log_of(Home().context(), args.run_id))
+    if args.attempt is not None and args.attempt < 1:
+        raise DisdatError("--attempt takes an attempt number: 1, 2, ...")
+    sys.stdout.write(log_of(Home().context(), args.run_id, args.attempt))
     return 0

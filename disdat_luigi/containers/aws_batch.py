@@ -34,6 +34,7 @@ Its choices:
 from __future__ import annotations
 
 import collections
+import json
 import re
 import threading
 import time
@@ -42,7 +43,8 @@ from urllib.parse import urlparse
 
 from .. import config
 from ..errors import DisdatError
-from .backend import LOG_TAIL, Backend, Job, JobResult, OnLines, OnStatus, Resources, RunRequest
+from .backend import (INFRASTRUCTURE, INTERRUPTED, LOG_TAIL, OUT_OF_MEMORY, TIMED_OUT, USER_ERROR, Backend, Job,
+                      JobResult, OnLines, OnStatus, Resources, RunRequest)
 from .batch_client import MAX_DEPENDS_ON, BatchClient, check_queue
 from .batch_monitor import BatchMonitor
 from .registry import registry
@@ -52,6 +54,7 @@ LIVE = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING")
 BARRIER_TAG = "disdat.barrier"
 BARRIER_RESOURCES = Resources(vcpus=1, memory=256, gpus=0)
 BARRIER_TIMEOUT = 600
+MIN_TIMEOUT = 60            # AWS Batch's shortest attemptDurationSeconds (retries: [run] allows 9, Batch 10 attempts)
 MAX_LOG = 16 << 20
 # how AWS Batch (and moto) say that an attempt ran past the job definition's timeout
 TIMEOUT_REASONS = ("Job attempt duration exceeded timeout", "exceeded the configured attemptDurationSeconds")
@@ -71,6 +74,17 @@ def job_name(family: str, node_id: str) -> str:
 def job_name_prefix(node_id: str) -> str:
     """What the names of a node's jobs begin with, whatever their module."""
     return f"disdat-{node_id[:12]}-"
+
+
+def retry_strategy(attempts: int) -> Dict[str, Any]:
+    """A job's retry strategy for a pipe that may run ``attempts`` times (its retries + 1). A failure of the host
+    (an instance terminated, a Spot instance reclaimed: "Host EC2 ... terminated") is always tried again, so a
+    pipe without retries gets one more attempt for that alone; any other failure is tried again only while the
+    pipe has retries left. (Batch never retries an attempt that ran past its timeout.)"""
+    host = {"onStatusReason": "Host EC2*", "action": "RETRY"}
+    if attempts == 1:
+        return {"attempts": 2, "evaluateOnExit": [host, {"onStatusReason": "*", "action": "EXIT"}]}
+    return {"attempts": attempts, "evaluateOnExit": [host, {"onStatusReason": "*", "action": "RETRY"}]}
 
 
 def barrier_layers(upstream: List[str], make_barrier) -> List[str]:
@@ -119,43 +133,53 @@ class AWSBatch(Backend):
 
     # -- job definitions -------------------------------------------------------------------------------
     @staticmethod
-    def _container(image: str, resources: Resources) -> Dict[str, Any]:
-        container: Dict[str, Any] = {"image": image, "vcpus": resources.vcpus, "memory": resources.memory,
-                                     "linuxParameters": {"initProcessEnabled": True}}  # see the docstring
+    def _wanted(image: str, resources: Resources, attempts: int, timeout: Optional[int]) -> Dict[str, Any]:
+        """What a job definition says, apart from its name: the container (image, resources, init, role), the
+        retry strategy (see :func:`retry_strategy`) and the timeout of an attempt."""
+        requirements = [{"type": "VCPU", "value": str(resources.vcpus)},
+                        {"type": "MEMORY", "value": str(resources.memory)}]
         if resources.gpus:
-            container["resourceRequirements"] = [{"type": "GPU", "value": str(resources.gpus)}]
+            requirements.append({"type": "GPU", "value": str(resources.gpus)})
+        container: Dict[str, Any] = {"image": image, "resourceRequirements": requirements,
+                                     "linuxParameters": {"initProcessEnabled": True}}  # see the docstring
         role = config.get("run", "job_role_arn")
         if role:
             container["jobRoleArn"] = role
-        return container
+        wanted: Dict[str, Any] = {"containerProperties": container, "retryStrategy": retry_strategy(attempts)}
+        if timeout:
+            wanted["timeout"] = {"attemptDurationSeconds": timeout}
+        return wanted
 
     @staticmethod
-    def _same(existing: dict, container: Dict[str, Any], attempts: int, timeout: Optional[int]) -> bool:
-        props = existing.get("containerProperties", {})
-        gpus = [r for r in props.get("resourceRequirements", []) if r.get("type") == "GPU"]
-        return (props.get("image") == container["image"] and props.get("vcpus") == container["vcpus"]
-                and props.get("memory") == container["memory"]
-                and gpus == container.get("resourceRequirements", [])
-                and props.get("jobRoleArn") == container.get("jobRoleArn")
-                and (props.get("linuxParameters") or {}).get("initProcessEnabled") is True
-                and (existing.get("retryStrategy") or {}).get("attempts", 1) == attempts
-                and (existing.get("timeout") or {}).get("attemptDurationSeconds") == timeout)
+    def _same(existing: dict, wanted: Dict[str, Any]) -> bool:
+        """An existing revision says what is wanted (resource requirements in any order)."""
+        def normal(definition: dict) -> tuple:
+            props = dict(definition.get("containerProperties") or {})
+            requirements = sorted((r.get("type"), str(r.get("value"))) for r in props.pop("resourceRequirements", []))
+            kept = {k: props.get(k) for k in ("image", "jobRoleArn", "linuxParameters")}
+            return (requirements, kept, definition.get("retryStrategy"), definition.get("timeout"))
+        return normal(existing) == normal(wanted)
 
-    def _definition(self, name: str, container: Dict[str, Any], attempts: int, timeout: Optional[int]) -> str:
-        """The arn of the newest ACTIVE revision of ``name`` that matches (two users with different settings
-        alternate between two revisions, not one more per run), else of a new one; once per process."""
-        key = f"{name} {sorted(container.items())} {attempts} {timeout}"
+    def _definition(self, name: str, wanted: Dict[str, Any]) -> str:
+        """The arn of the newest ACTIVE revision of ``name`` that says what is wanted (pipes or users with
+        different settings alternate between revisions, not one more per run), else of a new one; once per
+        process."""
+        key = f"{name} {json.dumps(wanted, sort_keys=True)}"
         with self._lock:
             if key not in self._definitions:
-                same = [d for d in self.client.active_definitions(name) if self._same(d, container, attempts, timeout)]
+                same = [d for d in self.client.active_definitions(name) if self._same(d, wanted)]
                 self._definitions[key] = (max(same, key=lambda d: d["revision"])["jobDefinitionArn"] if same else
-                                          self.client.register_definition(name, container, attempts,
-                                                                          timeout)["jobDefinitionArn"])
+                                          self.client.register_definition(name, wanted)["jobDefinitionArn"])
             return self._definitions[key]
 
     def definition(self, request: RunRequest) -> str:
-        return self._definition(definition_name(request.family), self._container(request.image, request.resources),
-                                config.get("run", "attempts"), request.timeout)
+        return self._definition(definition_name(request.family), self._wanted(
+            request.image, request.resources, request.attempts, request.timeout))
+
+    def check_settings(self, pipe_cls: str, settings) -> None:
+        if settings.timeout is not None and settings.timeout < MIN_TIMEOUT:
+            raise DisdatError(f"{pipe_cls} has a timeout of {settings.timeout} s (@timeout or [run] timeout): AWS "
+                              f"Batch stops a job after {MIN_TIMEOUT} s at the soonest; give it {MIN_TIMEOUT} or more")
 
     # -- jobs ----------------------------------------------------------------------------------------------
     def submit(self, request: RunRequest) -> "BatchJob":
@@ -170,7 +194,7 @@ class AWSBatch(Backend):
     def _barrier(self, request: RunRequest, queue: str, level: int, index: int, jobs: List[str]) -> str:
         """A job that waits for ``jobs`` and does nothing (see the module docstring)."""
         definition = self._definition(definition_name(request.family + ".barrier"),
-                                      self._container(request.image, BARRIER_RESOURCES), 1, BARRIER_TIMEOUT)
+                                      self._wanted(request.image, BARRIER_RESOURCES, 1, BARRIER_TIMEOUT))
         node = request.labels.get("disdat.node_id", "")[:12]
         return self.client.submit(f"disdat-barrier-{node}-{level}-{index}", queue, definition, ["--barrier"], {},
                                   jobs, {**request.labels, BARRIER_TAG: f"level {level}"})
@@ -210,7 +234,8 @@ class AWSBatch(Backend):
         if stream is None:
             reason += "; the job has no log stream: it failed before it started"
         status = "timed_out" if any(phrase in reason for phrase in TIMEOUT_REASONS) else "failed"
-        return JobResult(status, f"AWS Batch job {job['jobId']} failed: {reason}", exit_code, tail)
+        return JobResult(status, f"AWS Batch job {job['jobId']} failed: {reason}", exit_code, tail,
+                         _cause(status, reason, exit_code))
 
 
 class BatchJob(Job):
@@ -275,6 +300,17 @@ class BatchJob(Job):
             self.backend.client.terminate(self.id, f"disdat-luigi: {reason}")
         finally:
             self.backend.monitor.release(self.id)
+
+
+def _cause(status: str, reason: str, exit_code: Optional[int]) -> str:
+    """What kind of failure Batch's reason and the container's exit code say it was."""
+    if status == "timed_out":
+        return TIMED_OUT
+    if "OutOfMemoryError" in reason:
+        return OUT_OF_MEMORY
+    if reason.startswith("disdat-luigi: interrupted"):
+        return INTERRUPTED
+    return USER_ERROR if exit_code in (1, 2) else INFRASTRUCTURE
 
 
 def _ours(job: Optional[dict], node_id: str, remote: str) -> bool:

@@ -53,9 +53,16 @@ class RunRequest:
     family: str                         # the pipe's module: names the image and the job definition
     remote_url: str                     # where the job reads and writes its data
     labels: Dict[str, str] = field(default_factory=dict)
-    timeout: Optional[int] = None       # seconds
+    timeout: Optional[int] = None       # seconds, per attempt
     resources: Resources = Resources()
     depends_on: List[str] = field(default_factory=list)   # job ids that must succeed first (Batch)
+    attempts: int = 1                   # Batch: its job's attempts (Local: each attempt is a request of its own)
+
+
+# why an attempt failed, by kind (run records keep it: `dsdt runs` tells a pipe's bug from an out-of-memory kill)
+USER_ERROR, OUT_OF_MEMORY, TIMED_OUT, INTERRUPTED, INFRASTRUCTURE = (
+    "user_error", "out_of_memory", "timed_out", "interrupted", "infrastructure")
+CAUSES = (USER_ERROR, OUT_OF_MEMORY, TIMED_OUT, INTERRUPTED, INFRASTRUCTURE)
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,7 @@ class JobResult:
     reason: str = ""                    # why it failed, in one line
     exit_code: Optional[int] = None
     log_tail: List[str] = field(default_factory=list)
+    cause: str = ""                     # one of CAUSES when it failed ("" when the backend cannot tell)
 
 
 class Job(ABC):
@@ -123,6 +131,10 @@ class Backend(ABC):
     def image_reference(self, image) -> str:
         """What this backend runs for a resolved image (ResolvedImage): its id on the local engine."""
         return image.id
+
+    def check_settings(self, pipe_cls: str, settings) -> None:
+        """Refuse, with one line and before anything is pushed, what this backend cannot give a pipe (its
+        RunSettings: GPUs the engine does not have, a timeout shorter than the backend allows)."""
 
     @abstractmethod
     def submit(self, request: RunRequest) -> Job:

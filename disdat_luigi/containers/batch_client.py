@@ -134,12 +134,9 @@ class BatchClient:
         return list(self._pages("describe_job_definitions", "jobDefinitions", jobDefinitionName=name,
                                 status="ACTIVE"))
 
-    def register_definition(self, name: str, container: dict, attempts: int, timeout: Optional[int]) -> dict:
-        kwargs: Dict[str, Any] = dict(jobDefinitionName=name, type="container", containerProperties=container,
-                                      retryStrategy={"attempts": attempts})
-        if timeout:
-            kwargs["timeout"] = {"attemptDurationSeconds": timeout}
-        return self._batch("register_job_definition", **kwargs)
+    def register_definition(self, name: str, definition: Dict[str, Any]) -> dict:
+        """A new revision of the container job definition ``name`` (containerProperties, retryStrategy, ...)."""
+        return self._batch("register_job_definition", jobDefinitionName=name, type="container", **definition)
 
     # -- jobs ----------------------------------------------------------------------------------------------
     def submit(self, name: str, queue: str, definition: str, command: List[str], environment: Dict[str, str],

@@ -16,6 +16,9 @@ Its choices:
   found and removed (and never another remote's container of the same node).
 * **An init** (Docker's ``--init``, tini) is PID 1, so a pipe's own signals work (a pipe that SIGKILLs
   itself dies, instead of being ignored as PID 1 would be) and processes it abandons are reaped.
+* **Resources** (a pipe's ``@resources``): its vCPUs (at most the engine's own), its memory with no swap
+  beyond it, its GPUs (refused before anything runs where the engine has none). A container the kernel kills
+  for memory fails with "out of memory: limit N MiB".
 * **Logs** are bounded everywhere: the engine keeps at most :data:`ENGINE_LOG_BYTES` of a container's output
   (json-file rotation), and reading them back keeps the last MAX_LOG bytes, whatever a pipe prints.
 """
@@ -25,12 +28,13 @@ import collections
 import json
 import os
 import threading
-from typing import Deque, Dict, List, Optional
+from typing import Any, Deque, Dict, List, Optional
 from urllib.parse import unquote, urlparse
 
 from .. import config
 from ..errors import DisdatError
-from .backend import LOG_TAIL, Backend, Job, JobResult, OnLines, OnStatus, RunRequest
+from .backend import (INFRASTRUCTURE, INTERRUPTED, LOG_TAIL, OUT_OF_MEMORY, TIMED_OUT, USER_ERROR, Backend, Job,
+                      JobResult, OnLines, OnStatus, Resources, RunRequest)
 from .docker_engine import docker_client
 
 STDIN_FLAG = "DISDAT_CLIENT_ON_STDIN"     # tells the entrypoint to read secrets from, and watch, its stdin
@@ -47,6 +51,7 @@ class LocalDocker(Backend):
 
     def __init__(self) -> None:
         self._client = None
+        self._info: Optional[Dict[str, Any]] = None
         self._lock = threading.Lock()
         self._stdin: Dict[str, object] = {}     # job id -> the attached stdin socket, held while the job runs
         self._containers: Dict[str, object] = {}   # job id -> the Container this backend started
@@ -57,6 +62,13 @@ class LocalDocker(Backend):
             if self._client is None:
                 self._client = docker_client()
             return self._client
+
+    @property
+    def info(self) -> Dict[str, Any]:
+        """The engine's ``docker info`` (its CPUs, its runtimes), asked once (two threads may both ask)."""
+        if self._info is None:
+            self._info = self.client.info()
+        return self._info
 
     def check(self, remote_url: str) -> None:
         self.client  # noqa: B018 (an unreachable engine is one line, before anything is pushed)
@@ -85,6 +97,7 @@ class LocalDocker(Backend):
                 network_mode=None if mode == "default" else mode, user=f"{os.getuid()}:{os.getgid()}",
                 log_config=LogConfig(type="json-file", config={"max-size": ENGINE_LOG_BYTES, "max-file": "1"}),
                 init=True,  # an init as PID 1 (tini): signals reach the pipe, orphans are reaped
+                **self._limits(request.resources),
                 stdin_open=True, detach=False)  # detach=False: Docker closes stdin when this client goes
         except docker.errors.ImageNotFound:
             raise DisdatError(f"image {request.image} is not on the Docker engine: run `dsdt dockerize`") from None
@@ -101,6 +114,23 @@ class LocalDocker(Backend):
             reason = exc.explanation if isinstance(exc, docker.errors.APIError) else exc
             raise DisdatError(f"the Docker engine could not start the container: {reason}") from None
         return job
+
+    def _limits(self, resources: Resources) -> Dict[str, Any]:
+        """The container's limits: its vCPUs (at most the engine's CPUs: a pipe sized for Batch still runs
+        here, slower), its memory with no swap beyond it (killed past it, as on Batch), its GPUs."""
+        from docker.types import DeviceRequest
+
+        cpus = min(resources.vcpus, self.info.get("NCPU") or resources.vcpus)
+        limits: Dict[str, Any] = {"nano_cpus": int(cpus * 1e9), "mem_limit": f"{resources.memory}m",
+                                  "memswap_limit": f"{resources.memory}m"}
+        if resources.gpus:
+            limits["device_requests"] = [DeviceRequest(count=resources.gpus, capabilities=[["gpu"]])]
+        return limits
+
+    def check_settings(self, pipe_cls: str, settings) -> None:
+        if settings.gpus and "nvidia" not in (self.info.get("Runtimes") or {}):
+            raise DisdatError(f"{pipe_cls} asks for {settings.gpus} GPU(s) (@resources or [run {pipe_cls}] gpus) and "
+                              f"this Docker engine has none (no nvidia runtime): run it on AWS Batch, or ask for 0")
 
     def job(self, job_id: str) -> "LocalJob":
         return LocalJob(self, job_id)
@@ -177,12 +207,12 @@ class LocalJob(Job):
         import docker
 
         try:
-            state = self.backend.client.api.inspect_container(self.id)["State"]
+            inspected = self.backend.client.api.inspect_container(self.id)
         except docker.errors.NotFound:
             return None
-        if state.get("Status") in LIVE:
+        if inspected["State"].get("Status") in LIVE:
             return None
-        return _ended(self.id, state.get("ExitCode"), state.get("OOMKilled", False), _tail(self.logs()))
+        return _ended(self.id, inspected, _tail(self.logs()))
 
     def wait(self, on_lines: Optional[OnLines], on_status: OnStatus, timeout: Optional[int] = None) -> JobResult:
         import requests
@@ -200,13 +230,18 @@ class LocalJob(Job):
         except requests.exceptions.RequestException:
             container.kill()
             follower.join(5)
-            return JobResult("timed_out", f"container {self.id} ran longer than [run] timeout = {timeout} s and was "
-                                          f"stopped", None, list(tail))
+            return JobResult("timed_out", f"container {self.id} ran longer than its timeout of {timeout} s and was "
+                                          f"stopped", None, list(tail), TIMED_OUT)
         follower.join(10)
-        code = status.get("StatusCode")
-        if code == 0:
+        if status.get("StatusCode") == 0:
             return JobResult("succeeded", exit_code=0, log_tail=list(tail))
-        return _ended(self.id, code, False, list(tail))
+        import docker
+
+        try:
+            inspected = self.backend.client.api.inspect_container(self.id)
+        except docker.errors.NotFound:  # removed meanwhile (an interrupted run): only its status is known
+            inspected = {"State": {"ExitCode": status.get("StatusCode")}}
+        return _ended(self.id, inspected, list(tail))
 
     def logs(self) -> List[str]:
         """The container's output, at most its last MAX_LOG bytes (read as a stream: never all of it at once);
@@ -259,15 +294,22 @@ def _tail(lines: List[str]) -> List[str]:
     return lines[-LOG_TAIL:]
 
 
-def _ended(job_id: str, code: Optional[int], oom: bool, tail: List[str]) -> JobResult:
+def _ended(job_id: str, inspected: Dict[str, Any], tail: List[str]) -> JobResult:
+    """How a container that stopped ended (from ``docker inspect``): its status, why, and what kind of failure."""
+    state = inspected.get("State") or {}
+    code = state.get("ExitCode")
     if code == 0:
         return JobResult("succeeded", exit_code=0, log_tail=tail)
-    if oom:
-        return JobResult("failed", f"container {job_id} ran out of memory (status {code})", code, tail)
+    if state.get("OOMKilled"):
+        limit = ((inspected.get("HostConfig") or {}).get("Memory") or 0) >> 20
+        return JobResult("failed", f"out of memory: limit {limit} MiB (container {job_id} was killed by the kernel)",
+                         code, tail, OUT_OF_MEMORY)
     if code is not None and 128 < code < 160:
         name = _signal_name(code - 128)
-        return JobResult("failed", f"container {job_id} was killed by signal {code - 128} ({name})", code, tail)
-    return JobResult("failed", f"container {job_id} exited with status {code}", code, tail)
+        return JobResult("failed", f"container {job_id} was killed by signal {code - 128} ({name})", code, tail,
+                         INFRASTRUCTURE)
+    cause = USER_ERROR if code in (1, 2) else INTERRUPTED if code == 130 else INFRASTRUCTURE
+    return JobResult("failed", f"container {job_id} exited with status {code}", code, tail, cause)
 
 
 def _signal_name(number: int) -> str:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 from urllib.parse import urlparse
 
 from .. import config
 from ..errors import RemoteError
+from ..pipe.settings import RunSettings, defaults
 from .backend import Resources, RunRequest
 from .job import NodeJob
 
@@ -82,10 +83,13 @@ def inline(job_json: str) -> List[str]:
 
 
 def run_request(job: NodeJob, image: str, secrets: Dict[str, str], depends_on: Sequence[str] = (),
-                attempt: int = 1, arguments: Callable[[str], List[str]] = inline) -> RunRequest:
+                attempt: int = 1, arguments: Callable[[str], List[str]] = inline,
+                settings: Optional[RunSettings] = None) -> RunRequest:
     """The request that runs ``job`` (as its ``attempt``) in ``image`` (an image reference the backend can
-    run), after the jobs ``depends_on`` (backends that chain jobs themselves). ``arguments`` turns the job's
+    run), after the jobs ``depends_on`` (backends that chain jobs themselves), with the pipe's ``settings``
+    (its resources, timeout and attempts; ``[run]``'s when not given). ``arguments`` turns the job's
     description into the entrypoint's arguments (inline, or a copy on the remote when it is large)."""
+    settings = settings or defaults()
     job = replace(job, attempt=attempt)
     env: Dict[str, str] = {config.env_name("disdat", k): str(config.get("disdat", k)) for k in _PASSED_SETTINGS}
     if urlparse(job.remote_url).scheme == "s3":
@@ -100,5 +104,5 @@ def run_request(job: NodeJob, image: str, secrets: Dict[str, str], depends_on: S
         remote_url=job.remote_url, depends_on=list(depends_on),
         labels={**config.get("run", "labels"), "disdat.node_id": node.node_id, "disdat.run_id": job.run_id,
                 "disdat.pipe_cls": node.pipe_cls, "disdat.remote": f"{job.remote_url} {job.remote_context}"},
-        timeout=config.get("run", "timeout"),
-        resources=Resources(config.get("run", "vcpus"), config.get("run", "memory"), config.get("run", "gpus")))
+        timeout=settings.timeout, resources=Resources(settings.vcpus, settings.memory, settings.gpus),
+        attempts=settings.attempts)

@@ -73,6 +73,10 @@ class ObjectStore(ABC):
     def delete(self, key: str) -> None:
         """Remove the object (no error when it is already gone)."""
 
+    def copy(self, key: str, to: str, limit: int) -> None:
+        """Copy a small object (at most ``limit`` bytes; NotFound when it does not exist) to another key."""
+        self.put_bytes(to, self.get_bytes(key, limit))
+
     def pending_uploads(self, key: str) -> List[Tuple[str, float]]:
         """Multipart uploads of ``key`` left open: (upload id, started as epoch seconds). None on most stores."""
         return []

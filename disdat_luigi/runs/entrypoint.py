@@ -37,8 +37,9 @@ from typing import Deque, Dict, List, Optional
 
 from ..containers.job import NodeJob
 from ..containers.local import STDIN_FLAG, UMASK
-from ..errors import DisdatError, RemoteError
-from .record import ERROR_PREFIX
+from ..containers.backend import INFRASTRUCTURE, INTERRUPTED, USER_ERROR
+from ..errors import DiskFull, DisdatError, RemoteError
+from .record import ERROR_PREFIX, FAILED, RUNNING
 from .store import MAX_LOG
 
 UPSTREAM_PULLS = 4      # upstream outputs pulled at once (each pull has its own pool of requests)
@@ -166,6 +167,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     tee = LogTee()
     with open_remote(job.remote_url, job.remote_context) as remote:
         runs = RunStore(remote)
+        job = _this_attempt(job, runs)
+        os.environ["DISDAT_ATTEMPT"] = str(job.attempt)   # what the pipe may read: 1, 2, ...
 
         def finish(status: str, error: Optional[str] = None, **changes) -> None:
             """The log, then the final record of this attempt (never over a newer attempt or a record already
@@ -185,7 +188,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         except Interrupted as exc:
             print(f"dsdt-entrypoint: {exc}", file=sys.stderr)
             with contextlib.suppress(Exception):
-                finish("interrupted", str(exc))
+                finish("interrupted", str(exc), exit_code=130, cause=INTERRUPTED)
             return 130
         except Exception as exc:
             if isinstance(exc, DisdatError):
@@ -195,11 +198,35 @@ def main(argv: Optional[List[str]] = None) -> int:
                 message = f"{job.node.pipe_cls} failed: {type(exc).__name__}: {exc}"
             message = message.splitlines()[0] if message.strip() else type(exc).__name__
             print(f"{ERROR_PREFIX}{message}", file=sys.stderr)
+            cause = INFRASTRUCTURE if isinstance(exc, (RemoteError, DiskFull)) else USER_ERROR
             with contextlib.suppress(Exception):  # an unreachable remote takes no record either: the line says why
-                finish("failed", message)
+                finish("failed", message, exit_code=1, cause=cause)
             return 1
         finish("succeeded", output_uuid=output, inputs=inputs)
         return 0
+
+
+def _this_attempt(job: NodeJob, runs) -> NodeJob:
+    """The job as the attempt it is: on AWS Batch, a retry of the same submission (``AWS_BATCH_JOB_ATTEMPT``
+    2, 3, ...) is a new attempt of the node, after the one before it is kept in the node's history (recorded
+    failed by the container itself, or, when it ended without a word, here)."""
+    from dataclasses import replace
+
+    from .owner import new_record
+
+    retry = os.environ.get("AWS_BATCH_JOB_ATTEMPT", "1")
+    attempt = job.attempt + (int(retry) - 1 if retry.isdigit() and int(retry) > 1 else 0)
+    if attempt == job.attempt:
+        return job
+    record, version = runs.read(job.node.node_id)
+    if record is not None and record.attempt < attempt:
+        if record.status == RUNNING:
+            record = record.finished(FAILED, "its container stopped without a word: AWS Batch tried it again",
+                                     cause=INFRASTRUCTURE)
+        runs.archive(record)
+        runs.write_if(new_record(replace(job, attempt=attempt), job.backend, attempt, record.job_id,
+                                 record.detached), version)
+    return replace(job, attempt=attempt)
 
 
 def _stored_job(url: str, remote_context: str, sha256: str) -> NodeJob:

@@ -21,16 +21,22 @@ with the backend's reason. Interrupting it stops the job only if this process su
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from dataclasses import replace
 from typing import Callable, Dict, List, Optional, Protocol
 
-from ..containers.backend import Backend, Job, JobResult, RunRequest
+from ..containers.backend import INTERRUPTED as INTERRUPTED_CAUSE
+from ..containers.backend import TIMED_OUT as TIMED_OUT_CAUSE
+from ..containers.backend import INFRASTRUCTURE, Backend, Job, JobResult, RunRequest
 from ..containers.job import NodeJob
 from ..errors import ContainerFailed, DisdatError
+from ..pipe.settings import RunSettings
 from .owner import Holding, NodeOwner, failure_reason, new_record, shielded, sigterm_interrupts
 from .record import FAILED, INTERRUPTED, RUNNING, SUCCEEDED, TIMED_OUT, RunRecord
 from .store import RunStore
+
+logger = logging.getLogger("luigi-interface")
 
 
 class Reporter(Protocol):
@@ -74,10 +80,10 @@ class NodeExecution(_Interruptible):
     """One node run here, on a backend whose client waits (see the module docstring)."""
 
     def __init__(self, job: NodeJob, backend: Backend, runs: RunStore, image: str,
-                 secrets: Callable[[], Dict[str, str]], reporter: Reporter):
+                 secrets: Callable[[], Dict[str, str]], reporter: Reporter, settings: RunSettings = RunSettings()):
         super().__init__()
         self.node_job, self.backend, self.runs, self.image = job, backend, runs, image
-        self.secrets, self.reporter = secrets, reporter
+        self.secrets, self.reporter, self.settings = secrets, reporter, settings
         self.node_id = job.node.node_id
         self.owner = NodeOwner(runs, self.node_id, backend)
 
@@ -93,13 +99,31 @@ class NodeExecution(_Interruptible):
                     return record  # type: ignore[return-value]
                 adopted = self.owner.live_job(record) if record is not None and record.detached else None
                 if adopted is None:
-                    return self._run(held, record)
+                    return self._attempts(held, record)
             # a job owns the node (a non-blocking Batch run): wait for it, holding nothing
             return NodeAwait(self.node_job, self.backend, self.runs, self.reporter).follow(adopted)
+
+    def _attempts(self, held: Holding, record: Optional[RunRecord]) -> RunRecord:
+        """Run the node up to its pipe's attempts (@retry), each in a new container; an attempt that ran out of
+        time is not tried again (as on AWS Batch), nor one stopped by its client."""
+        for left in range(self.settings.attempts - 1, -1, -1):
+            try:
+                return self._run(held, record)
+            except ContainerFailed as exc:
+                if not left or exc.cause in (TIMED_OUT_CAUSE, INTERRUPTED_CAUSE) or held.lost:
+                    raise
+                record = self.runs.current(self.node_id)
+                said = (f"attempt {record.attempt if record else '?'} failed ({str(exc).splitlines()[0][:200]}): "
+                        f"trying again, {left} more attempt{'s' if left > 1 else ''} allowed")
+                logger.warning("node %s (%s): %s", self.node_id[:12], self.node_job.node.pipe_cls, said)
+                self.reporter.state(said)
+        raise AssertionError("a pipe has at least one attempt")
 
     def _run(self, held: Holding, record: Optional[RunRecord]) -> RunRecord:
         attempt = record.attempt + 1 if record else 1
         request = self._request(attempt)
+        if record is not None:
+            self.runs.archive(record)  # the attempt this one replaces stays in the history
         # the container's name is the job's id on engines that keep it (one write less when it is)
         self.runs.write(new_record(self.node_job, self.backend.name, attempt, job_id=request.name))
         try:
@@ -115,11 +139,11 @@ class NodeExecution(_Interruptible):
                                   request.timeout)
                 self._raise_if_interrupted()
         except KeyboardInterrupt as exc:
-            self._stop(attempt, INTERRUPTED, interrupted(str(exc)))
+            self._stop(attempt, INTERRUPTED, interrupted(str(exc)), INTERRUPTED_CAUSE)
             raise
         except Exception as exc:
             why = str(exc).splitlines()[0] if isinstance(exc, DisdatError) else f"{type(exc).__name__}: {exc}"
-            self._stop(attempt, FAILED, f"the {self.backend.job_word} could not run: {why}")
+            self._stop(attempt, FAILED, f"the {self.backend.job_word} could not run: {why}", INFRASTRUCTURE)
             raise
         record = self.runs.current(self.node_id)
         with shielded():
@@ -129,7 +153,7 @@ class NodeExecution(_Interruptible):
             raise ContainerFailed(f"node {self.node_id[:12]} was taken over by another client while it ran here")
         return _outcome(self.runs, self.node_id, result, attempt, self.backend.job_word, record)
 
-    def _stop(self, attempt: int, status: str, why: str) -> None:
+    def _stop(self, attempt: int, status: str, why: str, cause: str) -> None:
         """Stop the job (keeping its log) and record why, whatever signals come meanwhile."""
         with shielded():
             if self.job is not None:
@@ -140,7 +164,7 @@ class NodeExecution(_Interruptible):
                 except DisdatError:
                     pass
             try:
-                self.runs.update_running(self.node_id, lambda r: r.finished(status, why), attempt)
+                self.runs.update_running(self.node_id, lambda r: r.finished(status, why, cause=cause), attempt)
             except DisdatError:
                 pass
 
@@ -148,7 +172,7 @@ class NodeExecution(_Interruptible):
         from ..containers.request import run_request
 
         return run_request(self.node_job, self.image, self.secrets(), attempt=attempt,
-                           arguments=self.runs.job_arguments)
+                           arguments=self.runs.job_arguments, settings=self.settings)
 
 
 class NodeAwait(_Interruptible):
@@ -192,7 +216,8 @@ class NodeAwait(_Interruptible):
                 why = interrupted(str(exc))
                 with shielded(), contextlib.suppress(DisdatError):
                     job.cancel(why)  # a job that could not be stopped goes on: its record says running still
-                    self.runs.update_running(self.node_id, lambda r: r.finished(INTERRUPTED, why))
+                    self.runs.update_running(self.node_id, lambda r: r.finished(INTERRUPTED, why,
+                                                                                cause=INTERRUPTED_CAUSE))
             raise
         record = self.runs.current(self.node_id)
         if self.runs.made_by(record):
@@ -218,12 +243,15 @@ def _outcome(runs: RunStore, node_id: str, result: JobResult, attempt: int, word
     ContainerFailed with the job's last lines, leading with the container's own error when it gave one)."""
     ended = result.reason or f"the {word} exited without writing its result"
     fallback = failure_reason(result) or ended  # the container's own last word, when it could not record it
+    cause = TIMED_OUT_CAUSE if result.status == "timed_out" else result.cause or INFRASTRUCTURE
     if record is None or record.status not in (SUCCEEDED, FAILED, TIMED_OUT, INTERRUPTED):
         record = runs.update_running(node_id, lambda r: r.finished(
-            TIMED_OUT if result.status == "timed_out" else FAILED, fallback), attempt)
+            TIMED_OUT if result.status == "timed_out" else FAILED, fallback, exit_code=result.exit_code,
+            cause=cause), attempt)
     if result.status == "succeeded" and record is not None and record.status == SUCCEEDED:
         return record
     wrote = record is not None and record.status == FAILED and record.error and record.error != fallback
     if wrote and result.status != "timed_out":  # the entrypoint recorded why: lead with that
-        raise ContainerFailed(f"{record.error} ({ended})", result.log_tail, result.exit_code)  # type: ignore
-    raise ContainerFailed(fallback, result.log_tail, result.exit_code)
+        raise ContainerFailed(f"{record.error} ({ended})", result.log_tail, result.exit_code,  # type: ignore
+                              record.cause or cause)  # type: ignore[union-attr]
+    raise ContainerFailed(fallback, result.log_tail, result.exit_code, cause)

@@ -12,11 +12,12 @@ answers in a few round trips.
 from __future__ import annotations
 
 import fnmatch
+from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Tuple
 
 from ..containers.backend import Backend, get_backend
 from ..display import safe
-from ..errors import DisdatError, NotFound
+from ..errors import DisdatError, IntegrityError, NotFound
 from ..remotes import Remote, remote_of
 from ..store.context import Context
 from .lease import Lease
@@ -65,30 +66,71 @@ def _duration(record: RunRecord) -> str:
     return f"{seconds:.1f}s" if seconds < 120 else f"{seconds / 60:.1f}m"
 
 
-def list_runs(ctx: Context, name: Optional[str], status: Optional[str], limit: int) -> List[str]:
-    """The lines of ``dsdt runs``: a header, then one line per node record, newest first."""
+@dataclass(frozen=True)
+class RunFilter:
+    """Which attempts ``dsdt runs`` lists (each given field must match)."""
+
+    name: Optional[str] = None          # a glob of the output bundle's name
+    status: Optional[str] = None
+    pipe: Optional[str] = None          # a glob of the pipe class
+    run: Optional[str] = None           # the run (its root node id, or a prefix of it) that started the attempt
+
+    def __call__(self, r: RunRecord) -> bool:
+        return ((self.name is None or fnmatch.fnmatchcase(r.bundle_name, self.name))
+                and self.status in (None, r.status)
+                and (self.pipe is None or fnmatch.fnmatchcase(r.pipe_cls, self.pipe))
+                and (self.run is None or r.run_id.startswith(self.run)))
+
+
+def attempts(runs: RunStore) -> Tuple[List[RunRecord], List[str]]:
+    """Every attempt on the remote: each node's latest record, and the attempts kept before it (one listing,
+    then a bounded pool of reads); and a line for each record that was refused as malformed."""
+    latest, refused = [], []
+    for node, record, problem in runs.records():
+        if record is None:
+            refused.append(f"({node[:12]}: refused, {problem})")
+        else:
+            latest.append(record)
+    current = {r.node_id: r.attempt for r in latest}
+    kept = [(node, n) for node, numbers in runs.archived().items() for n in numbers if n != current.get(node)]
+
+    def read(item: Tuple[str, int]) -> Tuple[Optional[RunRecord], str]:
+        try:
+            return runs.archived_record(*item), ""
+        except (IntegrityError, NotFound) as exc:
+            return None, f"({item[0][:12]} attempt {item[1]}: refused, {exc})"
+
+    for record, problem in in_parallel(read, kept):
+        if record is not None:
+            latest.append(record)
+        elif problem:
+            refused.append(problem)
+    return latest, refused
+
+
+def list_runs(ctx: Context, which: RunFilter, limit: int) -> List[str]:
+    """The lines of ``dsdt runs``: a header, then one line per attempt (every node's latest, and the attempts
+    before it), newest first."""
     with remote_of(ctx) as remote:
         runs = RunStore(remote)
-        records, refused = [], []
-        for node, record, problem in runs.records():
-            if record is None:
-                refused.append(f"({node[:12]}: refused, {problem})")
-            elif (name is None or fnmatch.fnmatchcase(record.bundle_name, name)) and status in (None, record.status):
-                records.append(record)
-        records.sort(key=lambda r: r.started, reverse=True)
+        records, refused = attempts(runs)
+        records = sorted(filter(which, records), key=lambda r: (r.started, r.attempt), reverse=True)
         if limit:
             records = records[:limit]
         alive = _liveness(runs, [r for r in records if r.status == RUNNING])
-    table = [["RUN", "PIPE", "STATUS", "STARTED", "DURATION", "OUTPUT"]]
+    table = [["RUN", "ATTEMPT", "PIPE", "STATUS", "STARTED", "DURATION", "OUTPUT"]]
     for r in records:
         state = r.status
         if state == RUNNING:
             state += {True: f" (job {r.job_id})" if r.detached else "", None: " (owner unknown)",
                       False: " (client gone: dsdt runs --clean)"}[alive[r.node_id]]
+        elif r.cause and r.status != SUCCEEDED:
+            state += f" ({r.cause.replace('_', ' ')})"
         output = f"{r.bundle_name} {r.output_uuid}" if r.output_uuid else r.bundle_name
         if r.error:
             output += f"  ({r.error[:100]})"
-        table.append([r.node_id[:12], r.pipe_cls, state, r.started[:19].replace("T", " "), _duration(r), output])
+        table.append([r.node_id[:12], str(r.attempt), r.pipe_cls, state, r.started[:19].replace("T", " "),
+                      _duration(r), output])
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]) - 1)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] for row in table]
     if refused:
@@ -97,15 +139,23 @@ def list_runs(ctx: Context, name: Optional[str], status: Optional[str], limit: i
     return [safe(line).rstrip() for line in lines]
 
 
-def log_of(ctx: Context, run_prefix: str) -> str:
-    """The container log of one run (its id, or a unique prefix), safe to print: the stored one, else the
-    backend's own (a detached AWS Batch job's CloudWatch log, then stored for next time)."""
+def log_of(ctx: Context, run_prefix: str, attempt: Optional[int] = None) -> str:
+    """The container log of one run (its id, or a unique prefix), safe to print: its latest attempt's, or the
+    ``attempt`` asked for; the stored one, else the backend's own (a detached AWS Batch job's CloudWatch log,
+    then stored for next time)."""
     with remote_of(ctx) as remote:
         runs = RunStore(remote)
         node = runs.resolve_prefix(run_prefix)
-        text = runs.log(node)
+        record = runs.current(node)
+        if attempt is not None and (record is None or attempt != record.attempt):
+            text = runs.attempt_log(node, attempt)
+            if text is None:
+                kept = sorted(runs.archived().get(node, []) + ([record.attempt] if record else []))
+                raise NotFound(f"run {node} has no log of attempt {attempt} (its attempts: "
+                               f"{', '.join(map(str, kept)) or 'none'})")
+        else:
+            text = runs.log(node)
         if text is None:
-            record = runs.current(node)
             backend, _ = _backend(record.backend) if record is not None else (None, "")
             if record is not None and record.job_id and backend is not None:
                 NodeOwner(runs, node, backend).keep_log(backend.job(record.job_id))

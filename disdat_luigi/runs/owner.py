@@ -31,7 +31,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Callable, Iterator, List, Optional, Tuple
 
-from ..containers.backend import Backend, Job, JobResult
+from ..containers.backend import INFRASTRUCTURE, Backend, Job, JobResult
+from ..containers.backend import INTERRUPTED as INTERRUPTED_CAUSE
+from ..containers.backend import TIMED_OUT as TIMED_OUT_CAUSE
 from ..containers.job import NodeJob
 from ..errors import ContainerFailed, DisdatError
 from ..store.manifest import CREATED_FORMAT, now_utc
@@ -188,7 +190,9 @@ class NodeOwner:
             return record
         status = TIMED_OUT if result.status == "timed_out" else FAILED
         why = failure_reason(result)
-        return self.runs.update_running(self.node_id, lambda r: r.finished(status, why), record.attempt) or record
+        cause = TIMED_OUT_CAUSE if status == TIMED_OUT else result.cause or INFRASTRUCTURE
+        return self.runs.update_running(self.node_id, lambda r: r.finished(
+            status, why, exit_code=result.exit_code, cause=cause), record.attempt) or record
 
     # -- job-owned nodes: claims ------------------------------------------------------------------------
     def claim(self, job: NodeJob, record: Optional[RunRecord],
@@ -196,6 +200,8 @@ class NodeOwner:
         """Claim the node for a new detached attempt (a compare-and-swap over what was read): the claim and its
         version, or None when another client changed the record first."""
         self.runs.check_conditional_writes()
+        if record is not None:
+            self.runs.archive(record)  # the attempt the claim replaces stays in the history
         attempt = record.attempt + 1 if record else 1
         claim = new_record(job, self.backend.name, attempt, detached=True)
         written = self.runs.write_if(claim, version)
@@ -277,7 +283,7 @@ class NodeOwner:
                 job.cancel(why)
                 self.keep_log(job)
                 job.release()
-            self.runs.update_running(self.node_id, lambda r: r.finished(INTERRUPTED, why))
+            self.runs.update_running(self.node_id, lambda r: r.finished(INTERRUPTED, why, cause=INTERRUPTED_CAUSE))
         return [job.id for job in jobs]
 
     def keep_log(self, job: Job, finished: Optional[RunRecord] = None) -> None:

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Dict, Optional
 
+from ..containers.backend import CAUSES
 from ..display import has_control, safe
 from ..errors import IntegrityError
 from ..store.manifest import CREATED_FORMAT, check_created, check_hex_id, check_name, check_uuid, now_utc
@@ -59,6 +60,18 @@ def _bad(what: str) -> Any:
     raise IntegrityError(f"field {what} has a value that is not allowed")
 
 
+def _exit_code(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not -255 <= value <= 255:
+        raise IntegrityError("field exit_code is not an exit status")
+    return value
+
+
+def _cause(value: Any) -> str:
+    if value not in CAUSES:
+        raise IntegrityError("field cause is not one of " + ", ".join(CAUSES))
+    return value
+
+
 def _is_attempt(n: Any) -> bool:
     return isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 1_000_000
 
@@ -86,6 +99,8 @@ class RunRecord:
     error: Optional[str] = None
     attempt: int = 1
     detached: bool = False                       # submitted without a waiting client: its job is its owner
+    exit_code: Optional[int] = None              # the container's, once it ended
+    cause: Optional[str] = None                  # a failed attempt's kind (containers.backend.CAUSES)
     format: int = 1
 
     def to_json(self) -> bytes:
@@ -118,7 +133,8 @@ class RunRecord:
                 stopped=_opt(d.get("stopped"), check_created, "field stopped:"),
                 error=_opt(d.get("error"), _text, "error"),
                 attempt=d.get("attempt") if _is_attempt(d.get("attempt")) else _bad("attempt"),
-                detached=d.get("detached", False) if isinstance(d.get("detached", False), bool) else _bad("detached"))
+                detached=d.get("detached", False) if isinstance(d.get("detached", False), bool) else _bad("detached"),
+                exit_code=_opt(d.get("exit_code"), _exit_code), cause=_opt(d.get("cause"), _cause))
         except IntegrityError:
             raise
         except Exception as exc:  # a name, uuid or id in the wrong form raises DisdatError subclasses

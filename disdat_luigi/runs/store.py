@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid as uuidlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -38,6 +39,7 @@ MAX_JOB_BYTES = 16 << 20        # a job description stored on the remote
 
 Versioned = Tuple[Optional[RunRecord], Optional[str]]   # (record, or None if absent or malformed; its version)
 OVERSIZED = "oversized"         # the version read() gives an object too large to be a record
+_HEX = re.compile(r"[0-9a-f]+")
 
 
 def pool_size() -> int:
@@ -197,6 +199,45 @@ class RunStore:
             raise NotFound(f"run id {prefix} is ambiguous ({len(matches)} runs start with it): give more digits")
         return matches[0]
 
+    # -- every attempt (history) ---------------------------------------------------------------------
+    def attempt_key(self, node_id: str, attempt: int, suffix: str = "json") -> str:
+        return f"{self._root}/attempts/{check_hex_id(node_id, 'node id')}/{int(attempt)}.{suffix}"
+
+    def archive(self, record: RunRecord) -> None:
+        """Keep a finished attempt, record and log, before the next attempt of its node replaces them (only a
+        superseded attempt costs these writes: a node that succeeds at once has its latest record alone)."""
+        if record.status == RUNNING:
+            return
+        self.store.put_bytes(self.attempt_key(record.node_id, record.attempt), record.to_json())
+        try:
+            self.store.copy(self.log_key(record.node_id), self.attempt_key(record.node_id, record.attempt, "log"),
+                            MAX_LOG)
+        except (NotFound, IntegrityError):  # no log (it never started), or not one of ours
+            pass
+
+    def archived(self) -> Dict[str, List[int]]:
+        """node id -> the attempts kept of it (one listing of the remote context's attempts)."""
+        prefix = f"{self._root}/attempts/"
+        out: Dict[str, List[int]] = {}
+        for key in self.store.list(prefix):
+            node, _, name = key[len(prefix):].partition("/")
+            number, _, suffix = name.partition(".")
+            if suffix == "json" and number.isdigit() and len(node) == 32 and _HEX.fullmatch(node):
+                out.setdefault(node, []).append(int(number))
+        return out
+
+    def archived_record(self, node_id: str, attempt: int) -> RunRecord:
+        """An attempt kept by :meth:`archive` (IntegrityError when malformed, NotFound when absent)."""
+        record = RunRecord.from_json(self.store.get_bytes(self.attempt_key(node_id, attempt), MAX_RECORD_BYTES),
+                                     node_id)
+        if record.attempt != attempt:
+            raise IntegrityError(f"the kept attempt {attempt} of {node_id} says it is attempt {record.attempt}")
+        return record
+
+    def attempt_log(self, node_id: str, attempt: int) -> Optional[bytes]:
+        """The log kept of an attempt, at most its last MAX_LOG bytes."""
+        return self._tail(self.attempt_key(node_id, attempt, "log"))
+
     # -- pending outputs (non-blocking runs) ----------------------------------------------------------
     def write_pending(self, name: str, nodes: List[str]) -> None:
         """Mark ``name`` as the output of a non-blocking run of ``nodes`` (upstream first, the root last)."""
@@ -246,7 +287,9 @@ class RunStore:
 
     def log(self, node_id: str) -> Optional[bytes]:
         """The stored log, at most its last MAX_LOG bytes (whatever a remote holds, a reader reads no more)."""
-        key = self.log_key(node_id)
+        return self._tail(self.log_key(node_id))
+
+    def _tail(self, key: str) -> Optional[bytes]:
         size = self.store.size(key)
         if size is None:
             return None

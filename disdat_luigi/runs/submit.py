@@ -24,10 +24,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from ..containers.backend import Backend, Job
+from ..containers.backend import INFRASTRUCTURE, Backend, Job
+from ..containers.backend import INTERRUPTED as INTERRUPTED_CAUSE
 from ..containers.job import NodeJob, NodeSpec
 from ..containers.request import run_request
 from ..errors import DisdatError
+from ..pipe.settings import RunSettings
 from .owner import CLAIM_PATIENCE, NodeOwner, age
 from .record import FAILED, INTERRUPTED, RUNNING, RunRecord
 from .store import RunStore, Versioned, in_parallel, pool_size
@@ -82,17 +84,18 @@ def survey(node_ids: Sequence[str], backend: Backend, runs: RunStore) -> Dict[st
     return {node: NodeState(read[node][0], read[node][1], done[node], live.get(node)) for node in node_ids}
 
 
-def submit_graph(jobs: Sequence[Tuple[NodeJob, str]], backend: Backend, runs: RunStore,
+def submit_graph(jobs: Sequence[Tuple[NodeJob, str, RunSettings]], backend: Backend, runs: RunStore,
                  secrets: Callable[[], Dict[str, str]]) -> List[Submitted]:
-    """Submit ``jobs`` ((job, image reference), upstream first) with their dependencies; see the docstring."""
+    """Submit ``jobs`` ((job, image reference, its pipe's settings), upstream first) with their dependencies;
+    see the module docstring."""
     return _GraphSubmission(jobs, backend, runs, secrets()).run()
 
 
 class _GraphSubmission:
-    def __init__(self, jobs: Sequence[Tuple[NodeJob, str]], backend: Backend, runs: RunStore,
+    def __init__(self, jobs: Sequence[Tuple[NodeJob, str, RunSettings]], backend: Backend, runs: RunStore,
                  credentials: Dict[str, str]):
-        self.jobs = {job.node.node_id: (job, image) for job, image in jobs}
-        self.order = [job.node.node_id for job, _ in jobs]
+        self.jobs = {job.node.node_id: (job, image, settings) for job, image, settings in jobs}
+        self.order = [job.node.node_id for job, _, _ in jobs]
         self.backend, self.runs, self.credentials = backend, runs, credentials
         self.stopping = threading.Event()
         self.mine: Dict[str, str] = {}      # node id -> job id submitted by this submission
@@ -117,7 +120,7 @@ class _GraphSubmission:
         return out
 
     def _node(self, node: str, state: NodeState, futures: Dict[str, Future]) -> Submitted:
-        job, image = self.jobs[node]
+        job, image, settings = self.jobs[node]
         spec = job.node
         if state.done:
             return Submitted(spec, None, "done")
@@ -145,11 +148,11 @@ class _GraphSubmission:
             claim, claim_version = claimed
             try:
                 submitted = self.backend.submit(run_request(job, image, self.credentials, [j for j in upstream if j],
-                                                            claim.attempt, self.runs.job_arguments))
+                                                            claim.attempt, self.runs.job_arguments, settings))
             except BaseException as exc:
                 why = str(exc).splitlines()[0] if isinstance(exc, DisdatError) else f"{type(exc).__name__}: {exc}"
                 self.runs.write_if(claim.finished(FAILED, f"its {self.backend.job_word} could not be submitted: "
-                                                          f"{why}"), claim_version)
+                                                          f"{why}", cause=INFRASTRUCTURE), claim_version)
                 raise
             with _submitted_lock:
                 _submitted_here[submitted.id] = (self.runs.where, node)
@@ -193,7 +196,7 @@ def stop_jobs(backend: Backend, runs: RunStore, jobs: Dict[str, str], why: str) 
         node, job_id = item
         try:
             backend.job(job_id).cancel(why)
-            runs.update_running(node, lambda r: r.finished(INTERRUPTED, why))
+            runs.update_running(node, lambda r: r.finished(INTERRUPTED, why, cause=INTERRUPTED_CAUSE))
         except DisdatError:
             pass
 

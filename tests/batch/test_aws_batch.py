@@ -319,13 +319,17 @@ def test_job_definitions_alternate_between_two_settings_without_piling_up(aws, m
     for seconds in ("0", "0.1", "0.2", "0.3"):
         monkeypatch.setenv("DISDAT_RUN_MEMORY", "1024" if seconds in ("0", "0.2") else "1536")
         assert _run("--wait", *TOKEN, "-", f"m{seconds.replace('.', '')}", "slow.Sleep", "--seconds", seconds).code == 0
-    memories = {d["containerProperties"]["memory"] for d in batch.describe_job_definitions(
-        jobDefinitionName="disdat-slow-job-definition", status="ACTIVE")["jobDefinitions"]}
-    assert {1024, 1536} <= memories
-    revisions = _definitions(batch, "slow")
-    assert len([d for d in batch.describe_job_definitions(jobDefinitionName="disdat-slow-job-definition",
-                                                          status="ACTIVE")["jobDefinitions"]
-                if d["containerProperties"]["memory"] in (1024, 1536)]) == 2, revisions
+    definitions = batch.describe_job_definitions(jobDefinitionName="disdat-slow-job-definition",
+                                                 status="ACTIVE")["jobDefinitions"]
+    memories = [_requirement(d, "MEMORY") for d in definitions]
+    assert sorted(m for m in memories if m in ("1024", "1536")) == ["1024", "1536"], _definitions(batch, "slow")
+
+
+def _requirement(definition: dict, kind: str):
+    """A job definition's resource requirement of one kind (VCPU, MEMORY, GPU), None when it has none."""
+    found = [r["value"] for r in definition["containerProperties"].get("resourceRequirements", [])
+             if r["type"] == kind]
+    return found[0] if found else None
 
 
 def test_a_failed_upstream_of_a_non_blocking_graph_is_named_by_pull(aws, home):

@@ -85,13 +85,13 @@ def test_run_settings_reach_the_job_definition(aws, home, monkeypatch):
     (moto stores them without applying them: what is checked is what AWS would run)."""
     batch, url = aws
     role = "arn:aws:iam::123456789012:role/disdat-jobs"
-    for key, value in (("VCPUS", "2"), ("MEMORY", "640"), ("GPUS", "1"), ("ATTEMPTS", "3"), ("JOB_ROLE_ARN", role)):
+    for key, value in (("VCPUS", "2"), ("MEMORY", "640"), ("GPUS", "1"), ("RETRIES", "2"), ("JOB_ROLE_ARN", role)):
         monkeypatch.setenv(f"DISDAT_RUN_{key}", value)
     r = run_batch("--wait", *TOKEN, "-", "sized", "slow.Sleep", "--seconds", "0")
     assert r.code == 0, r.err
     job = batch.describe_jobs(jobs=[batch_records(url)["sized"].job_id])["jobs"][0]
     definition = batch.describe_job_definitions(jobDefinitions=[job["jobDefinition"]])["jobDefinitions"][0]
     props = definition["containerProperties"]
-    assert (props["vcpus"], props["memory"], props["jobRoleArn"]) == (2, 640, role)
-    assert [r for r in props["resourceRequirements"] if r["type"] == "GPU"] == [{"type": "GPU", "value": "1"}]
-    assert definition["retryStrategy"]["attempts"] == 3
+    assert sorted((r["type"], r["value"]) for r in props["resourceRequirements"]) == [
+        ("GPU", "1"), ("MEMORY", "640"), ("VCPU", "2")]
+    assert props["jobRoleArn"] == role and definition["retryStrategy"]["attempts"] == 3
