@@ -10,7 +10,7 @@ SCRIPT = r"""
 import os, subprocess, sys
 from disdat_luigi.runs.entrypoint import LogTee
 tee = LogTee(keep=KEEP)
-print("from print")
+print("from print", flush=True)
 sys.stderr.write("from stderr\n")
 subprocess.run(["sh", "-c", "echo from a child; echo child error >&2"])
 os.write(1, b"x" * EXTRA)
