@@ -36,19 +36,16 @@ def luigi_defaults() -> None:
       defaults exit 0). Luigi imports the module before it reads [retcode], so defaults set here count.
     * A worker with nothing to run looks for work again within a fifth of a second, not after
       ``wait_interval`` 1 s plus up to ``wait_jitter`` 5 s: a node of a graph starts when its upstream ends.
-    * A central scheduler that stops answering is given up on after a few seconds (3 attempts, 2 s apart,
-      not 30 s), without a traceback for each attempt: ``dsdt run`` then finishes the run without it.
     """
     import luigi.configuration
 
     cfg = luigi.configuration.get_config()
     defaults = {"retcode": {"already_running": 10, "missing_data": 20, "not_run": 25, "task_failed": 30,
                             "scheduling_error": 35, "unhandled_exception": 40},
-                "worker": {"wait_interval": 0.2, "wait_jitter": 0.1},
-                "core": {"rpc_retry_wait": 2, "rpc_log_retries": "false"}}
+                "worker": {"wait_interval": 0.2, "wait_jitter": 0.1}}
     for section, values in defaults.items():
         for key, value in values.items():
-            if not (cfg.has_option(section, key) or cfg.has_option(section, key.replace("-", "_"))):
+            if not cfg.has_option(section, key):
                 cfg.set(section, key, str(value))
 
 

@@ -24,9 +24,10 @@ import os
 import threading
 from typing import Optional
 
-from luigi import rpc, scheduler, worker
+from luigi import configuration, rpc, scheduler, worker
 
 JOIN_ON_EXIT = 60.0     # seconds to wait for interrupted tasks to stop their containers and jobs
+RPC_RETRY_WAIT = 2      # seconds between attempts to reach a central scheduler (Luigi's default: 30)
 
 
 class _TaskThread(worker.ContextManagedTaskProcess):
@@ -116,7 +117,17 @@ class WorkerSchedulerFactory:
         return scheduler.Scheduler(prune_on_get_work=True, record_task_history=False)
 
     def create_remote_scheduler(self, url: str):
-        return rpc.RemoteScheduler(url)
+        """Luigi's RemoteScheduler, giving up on a scheduler that stopped answering after a few seconds (3
+        attempts 2 s apart, not 30 s) without a traceback for each attempt, unless luigi.cfg says otherwise:
+        ``dsdt run`` then finishes the run without it (chain/run.py). (Set on the instance, not in Luigi's
+        [core] section, where Luigi would warn that its own parameters are not [core]'s.)"""
+        scheduler = rpc.RemoteScheduler(url)
+        config = configuration.get_config()
+        if not any(config.has_option("core", key) for key in ("rpc-retry-wait", "rpc_retry_wait")):
+            scheduler._rpc_retry_wait = RPC_RETRY_WAIT
+        if not any(config.has_option("core", key) for key in ("rpc-log-retries", "rpc_log_retries")):
+            scheduler._rpc_log_retries = False
+        return scheduler
 
     def create_worker(self, scheduler, worker_processes: int, assistant: bool = False) -> ThreadWorker:
         return ThreadWorker(scheduler=scheduler, worker_processes=worker_processes, assistant=assistant)
