@@ -20,7 +20,7 @@ from disdat_luigi.runs.record import RunRecord
 from disdat_luigi.runs.store import RunStore
 
 pytestmark = pytest.mark.timeout(120)
-HEADER = re.compile(r"^RUN +PIPE +STATUS +STARTED +DURATION +OUTPUT$")
+HEADER = re.compile(r"^RUN +ATTEMPT +PIPE +STATUS +STARTED +DURATION +OUTPUT$")
 CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
 STARTED = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
 
@@ -87,7 +87,7 @@ def test_a_succeeded_run(home, runnable):
     assert record.output_uuid == uuid and record.error is None and record.pipe_cls == "slow.Sleep"
     assert record.params == {"seconds": "0.2"}
     (line,) = _runs()
-    assert re.fullmatch(rf"{node[:12]}  slow\.Sleep  succeeded  {STARTED}  \d+\.\ds +nap {uuid}", line), line
+    assert re.fullmatch(rf"{node[:12]}  1 +slow\.Sleep  succeeded  {STARTED}  \d+\.\ds +nap {uuid}", line), line
     log = _logs(node[:7])
     assert "sleeping 0.2 s\n" in log and f"dsdt-entrypoint: pushed nap {uuid}" in log
     assert _logs(node) == log
@@ -101,8 +101,8 @@ def test_a_failed_run(home, runnable):
     assert record.output_uuid is None and "a bundle cannot hold a socket" in record.error
     assert "\n" not in record.error
     (line,) = _runs()
-    assert re.fullmatch(rf"{node[:12]}  unstorable\.ReturnsASocket  failed  {STARTED}  \d+\.\ds +bad  \(.+\)",
-                        line), line
+    assert re.fullmatch(rf"{node[:12]}  1 +unstorable\.ReturnsASocket  failed \(user error\)  {STARTED}  \d+\.\ds "
+                        rf"+bad  \(.+\)", line), line
     assert f"({record.error[:100]})" in line
     log = _logs(node[:8])
     assert "dsdt-entrypoint: error: " in log and "a bundle cannot hold a socket" in log
@@ -112,14 +112,15 @@ def test_a_failed_run(home, runnable):
 def test_a_timed_out_run(home, runnable, monkeypatch):
     monkeypatch.setenv("DISDAT_RUN_TIMEOUT", "2")
     r = _run("-", "nap", "slow.Sleep", "--seconds", "60")
-    assert r.code == 1 and "ran longer than [run] timeout = 2 s" in r.err
+    assert r.code == 1 and "ran longer than its timeout of 2 s" in r.err
     node, record = _only_record(runnable)
     _assert_typed(record, "timed_out")
-    assert re.fullmatch(r"container disdat-[0-9a-f]{12}-[0-9a-f]{6} ran longer than \[run\] timeout = 2 s and was "
+    assert re.fullmatch(r"container disdat-[0-9a-f]{12}-[0-9a-f]{6} ran longer than its timeout of 2 s and was "
                         r"stopped", record.error), record.error
+    assert record.cause == "timed_out"
     assert 2 <= record.duration < 30
     (line,) = _runs()
-    assert re.fullmatch(rf"{node[:12]}  slow\.Sleep  timed_out  {STARTED}  \d+\.\ds +nap  "
+    assert re.fullmatch(rf"{node[:12]}  1 +slow\.Sleep  timed_out \(timed out\)  {STARTED}  \d+\.\ds +nap  "
                         rf"\({re.escape(record.error)}\)", line), line
     assert "sleeping 60.0 s" in _logs(node[:12])
     assert docker_containers() == []
@@ -142,7 +143,7 @@ def test_an_interrupted_run(home, runnable):
     _assert_typed(record, "interrupted")
     assert record.error == "interrupted by its client (Ctrl-C or SIGTERM)"
     (line,) = _runs()
-    assert re.fullmatch(rf"{node[:12]}  slow\.Sleep  interrupted  {STARTED}  \d+\.\ds +nap  "
+    assert re.fullmatch(rf"{node[:12]}  1 +slow\.Sleep  interrupted \(interrupted\)  {STARTED}  \d+\.\ds +nap  "
                         r"\(interrupted by its client \(Ctrl-C or SIGTERM\)\)", line), line
     assert "sleeping 60.0 s" in _logs(node[:12])
     assert docker_containers() == []

@@ -228,7 +228,7 @@ def test_timeout_stops_the_container(home, file_bound, file_texts, pipe_root, te
     monkeypatch.setenv("DISDAT_RUN_TIMEOUT", "3")
     start = time.monotonic()
     r = _run("-", "nap", "slow.Sleep", "--seconds", "120")
-    assert r.code == 1 and "ran longer than [run] timeout = 3 s" in r.err
+    assert r.code == 1 and "ran longer than its timeout of 3 s" in r.err
     assert time.monotonic() - start < 60 and docker_containers() == []
 
 
