@@ -186,8 +186,8 @@ def _ids(lines):
 def test_runs_lists_newest_first_a_line_each(history):
     lines = _runs()
     assert _ids(lines) == [_node(i)[:12] for i, _, _ in reversed(HISTORY)]
-    assert lines[0] == f"{_node(6)[:12]}  m.Pipe  failed       2026-01-07 10:00:00  90.0s     gamma  (boom)"
-    assert lines[1] == (f"{_node(5)[:12]}  m.Pipe  succeeded    2026-01-06 10:00:00  90.0s     nap-2 "
+    assert lines[0] == f"{_node(6)[:12]}  1        m.Pipe  failed       2026-01-07 10:00:00  90.0s     gamma  (boom)"
+    assert lines[1] == (f"{_node(5)[:12]}  1        m.Pipe  succeeded    2026-01-06 10:00:00  90.0s     nap-2 "
                         f"00000000-0000-4000-8000-000000000005")
 
 
@@ -327,6 +327,6 @@ def test_a_record_the_container_could_not_finish_stays_a_typed_record(home, runn
     _assert_typed(record, "failed")
     assert record.error == f"container {record.job_id} was killed by signal 9 (SIGKILL)"
     (line,) = _runs("--status", "failed")
-    assert line.startswith(f"{node[:12]}  slow.Sleep  failed")
+    assert line.startswith(f"{node[:12]}  1        slow.Sleep  failed (infrastructure)")
     assert "sleeping 60.0 s" in _logs(node[:12])
     assert docker_containers() == []
