@@ -157,7 +157,10 @@ class AWSBatch(Backend):
             props = dict(definition.get("containerProperties") or {})
             requirements = sorted((r.get("type"), str(r.get("value"))) for r in props.pop("resourceRequirements", []))
             kept = {k: props.get(k) for k in ("image", "jobRoleArn", "linuxParameters")}
-            return (requirements, kept, definition.get("retryStrategy"), definition.get("timeout"))
+            retry = dict(definition.get("retryStrategy") or {})
+            retry["evaluateOnExit"] = [{**rule, "action": str(rule.get("action", "")).upper()}  # any case, says AWS
+                                       for rule in retry.get("evaluateOnExit", [])]
+            return (requirements, kept, retry, definition.get("timeout") or None)
         return normal(existing) == normal(wanted)
 
     def _definition(self, name: str, wanted: Dict[str, Any]) -> str:

@@ -16,6 +16,13 @@ def _definition(batch, job_id: str) -> dict:
     return batch.describe_job_definitions(jobDefinitions=[job["jobDefinition"]])["jobDefinitions"][0]
 
 
+def _retries(definition: dict) -> dict:
+    """A definition's retry strategy, its actions in capitals (AWS takes them in any case; moto keeps lower)."""
+    strategy = definition["retryStrategy"]
+    return {**strategy, "evaluateOnExit": [{**rule, "action": rule["action"].upper()}
+                                           for rule in strategy.get("evaluateOnExit", [])]}
+
+
 def _requirements(definition: dict) -> dict:
     return {r["type"]: r["value"] for r in definition["containerProperties"]["resourceRequirements"]}
 
@@ -28,12 +35,12 @@ def test_each_pipes_job_asks_what_that_pipe_needs(aws, home):
     records = batch_records(url)
     trainer = _definition(batch, records["pipeline-trained"].job_id)
     assert _requirements(trainer) == {"VCPU": "2", "MEMORY": "512", "GPU": "1"}
-    assert trainer["retryStrategy"] == {"attempts": 3, "evaluateOnExit": [
+    assert _retries(trainer) == {"attempts": 3, "evaluateOnExit": [
         HOST, {"onStatusReason": "*", "action": "RETRY"}]}
     assert trainer["timeout"] == {"attemptDurationSeconds": 900}
     for plain in (_definition(batch, records["pipeline-plain"].job_id), _definition(batch, records["pipeline"].job_id)):
         assert _requirements(plain) == {"VCPU": "1", "MEMORY": "2048"}   # the [run] defaults
-        assert plain["retryStrategy"] == {"attempts": 2, "evaluateOnExit": [
+        assert _retries(plain) == {"attempts": 2, "evaluateOnExit": [
             HOST, {"onStatusReason": "*", "action": "EXIT"}]}   # one more attempt for a host's failure only
         assert "timeout" not in plain or not plain["timeout"]
 
@@ -57,3 +64,15 @@ def test_a_timeout_under_a_minute_is_refused_before_anything_is_submitted(aws, h
                       "slow.Sleep has a timeout of 30 s (@timeout or [run] timeout): AWS Batch stops a job after 60 s "
                       "at the soonest; give it 60 or more")
     assert batch_records(url) == {}
+
+
+def test_job_definitions_are_reused_while_a_pipe_asks_the_same(aws, home):
+    """Two runs of the same pipes with the same settings: no new revision (moto keeps a retry strategy's actions
+    in lower case: a comparison that minded the case would register one revision a run)."""
+    batch, url = aws
+    assert run_batch("--wait", *TOKEN, "-", "p1", "sized.Pipeline").code == 0
+    revisions = lambda: {d["revision"] for d in batch.describe_job_definitions(  # noqa: E731
+        jobDefinitionName="disdat-sized-job-definition", status="ACTIVE")["jobDefinitions"]}
+    before = revisions()
+    assert run_batch("--wait", *TOKEN, "--force", "-", "p2", "sized.Pipeline").code == 0
+    assert revisions() == before
