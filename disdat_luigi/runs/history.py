@@ -229,7 +229,9 @@ def pending_output(remote: Remote, name: str) -> Optional[str]:
     root = records[-1] or root
     if root.status == SUCCEEDED:
         return root.output_uuid
-    failed = next((r for r in records if r is not None and r.status in FINAL and r.status != SUCCEEDED), None)
+    ended = [r for r in records if r is not None and r.status in FINAL and r.status != SUCCEEDED]
+    retrying = _liveness(runs, [r for r in ended if r.detached and r.job_id])   # Batch tries some again
+    failed = next((r for r in ended if not retrying.get(r.node_id)), None)
     if failed is not None:
         which = "" if failed.node_id == root.node_id else f" at its upstream {failed.pipe_cls}"
         raise DisdatError(f"the latest run of {name} failed{which} ({failed.node_id[:12]}, "
