@@ -38,7 +38,7 @@ def test_the_tour_runs_as_written(tmp_path, pipes_image):
     assert re.search(r"dsdt-entrypoint: pushed report [0-9a-f-]{36}", out)  # dsdt logs of the report's run
     assert out.count("is in context tour") == 3  # the three runs, the second one with nothing to do
     # ...and it did nothing: the graph's three nodes ran once each, and no fourth record or container appeared
-    listed = re.findall(r"^([0-9a-f]{12}) +\S+ +succeeded +", out, re.M)
+    listed = re.findall(r"^([0-9a-f]{12}) +\d+ +\S+ +succeeded +", out, re.M)
     assert len(set(listed)) == 3, out[-3000:]
     assert "running   ExecuteContainer" not in _second_run_log(proc.stderr), "the up-to-date rerun ran a node"
 

@@ -224,7 +224,7 @@ def test_runs_clean_removes_what_a_dead_client_left(home, file_remote):
     assert "sleeping 30.0 s" in run_dsdt("logs", node[:12]).out      # its log was kept before it was removed
     again = run_dsdt("runs", "--clean")
     assert (again.code, again.out) == (0, "nothing to clean: no run whose client died\n")
-    assert re.search(rf"^{node[:12]}\s+slow\.Sleep\s+interrupted\s", run_dsdt("runs").out, re.M)
+    assert re.search(rf"^{node[:12]}\s+1\s+slow\.Sleep\s+interrupted\s", run_dsdt("runs").out, re.M)
 
 
 def _lease(url, node):
@@ -253,7 +253,7 @@ def test_a_live_run_holds_a_renewed_lease_and_runs_clean_leaves_it_alone(home, f
         assert first.pid == proc.pid and not first.stale()
         r = run_dsdt("runs", "--clean")
         assert (r.code, r.out) == (0, "nothing to clean: no run whose client died\n")
-        assert re.search(rf"^{node[:12]}\s+slow\.Sleep\s+running\s", run_dsdt("runs").out, re.M)
+        assert re.search(rf"^{node[:12]}\s+1\s+slow\.Sleep\s+running\s", run_dsdt("runs").out, re.M)
         assert _wait_until(lambda: (_lease(file_remote, node) or first).renewed > first.renewed, HEARTBEAT + 5), \
             "the lease was never renewed"
         running.reload()
