@@ -356,7 +356,8 @@ def run(local_context: str, input_bundle: Optional[str], output_bundle: Optional
         input_bundle=input_name, output_bundle=_given(output_bundle) or _root_name(pipe_cls, params),
         pipe_cls=pipe_path, pipe_params=values, backend=backend or "", input_tags=in_tags, output_tags=out_tags,
         force=force or force_all, push_input=push_input, session_token_seconds=aws_session_token_duration,
-        pull_intermediates=pull_intermediates, workers=workers, scheduler_url=scheduler_url, context=context)
+        pull_intermediates=pull_intermediates, workers=workers, scheduler_url=scheduler_url, context=context,
+        verbose=verbose)
     with _quiet(verbose):
         plan = run_chain(options)
     return Bundle._wrap(plan.context, output_of(plan))

@@ -28,6 +28,7 @@ import luigi.rpc
 from .. import config
 from ..errors import DisdatError
 from ..store.home import Home
+from .events import events, luigi_log
 from .plan import RunPlan
 
 
@@ -52,6 +53,7 @@ class RunOptions:
     scheduler_url: Optional[str] = None
     context: Optional[str] = None
     wait: Optional[bool] = None     # AWSBatch: wait for the jobs (default [run] wait)
+    verbose: bool = False           # Luigi's own log too, beside the node events (chain/events.py)
 
 
 def redacted(url: str) -> str:
@@ -188,20 +190,23 @@ def run(options: RunOptions) -> RunPlan:
               "remote with the compute environment's instance role, or not at all; give them a role, or run with "
               "--use-aws-session-token SECONDS", file=sys.stderr)
     workers = options.workers or config.get("run", "workers")
-    try:
-        return _build_until_done(task, plan, workers, url)
-    except KeyboardInterrupt:
-        if plan.chains and plan.wait:  # the jobs this run submitted stop with it
-            _stop_jobs(plan, "interrupted by its client (Ctrl-C or SIGTERM)")
-        raise
-    finally:
-        if plan.chains and plan.wait:
-            settle_nodes(plan)
-        from ..containers.backend import close_backends
-        from ..remotes import close_shared
+    with events.enabled(), luigi_log(options.verbose):
+        try:
+            return _build_until_done(task, plan, workers, url)
+        except KeyboardInterrupt:
+            if plan.chains and plan.wait:  # the jobs this run submitted stop with it
+                _stop_jobs(plan, "interrupted by its client (Ctrl-C or SIGTERM)")
+            raise
+        finally:
+            if plan.chains and plan.wait:
+                settle_nodes(plan)
+            from ..containers.backend import close_backends
+            from ..remotes import close_shared
 
-        close_backends()
-        close_shared()
+            close_backends()
+            close_shared()
+            if plan.wait:
+                print(f"run {plan.run_id[:12]}: {events.summary(n)}", file=sys.stderr)
 
 
 def _build_until_done(task, plan: RunPlan, workers: int, url: Optional[str]) -> RunPlan:

@@ -36,6 +36,7 @@ from ..errors import DisdatError, IntegrityError
 from ..remotes import open_remote, shared_remote
 from ..store.home import Home
 from .plan import RunPlan, RunPlanParameter
+from .events import events
 from .targets import LocalBundleTarget, RemoteBundleTarget, RunRecordTarget
 
 logger = logging.getLogger("luigi-interface")
@@ -154,10 +155,11 @@ class ExecuteContainer(_OnRemote):
 
     @classmethod
     def of(cls, plan: RunPlan, node_id: str) -> "ExecuteContainer":
+        """The node's task, of the class named after its pipe (:func:`node_task_class`)."""
         spec = plan.node(node_id).spec
-        return cls(remote=plan.remote_url, remote_context=plan.remote_context, node_id=node_id,
-                   pipe_cls=spec.pipe_cls, pipe_params=spec.params, output_bundle=spec.bundle_name,
-                   backend=plan.backend, plan=plan)
+        return node_task_class(spec.pipe_cls)(
+            remote=plan.remote_url, remote_context=plan.remote_context, node_id=node_id, pipe_cls=spec.pipe_cls,
+            pipe_params=spec.params, output_bundle=spec.bundle_name, backend=plan.backend, plan=plan)
 
     def requires(self) -> Dict[str, luigi.Task]:
         plan = self.plan
@@ -185,6 +187,7 @@ class ExecuteContainer(_OnRemote):
         from ..containers.request import credentials_for
         from ..runs.execute import NodeAwait, NodeExecution
         from ..runs.owner import die_with_parent, in_worker_process
+        from ..runs.status import StatusWatcher
         from ..runs.store import RunStore
         from ..runs.submit import submitted_here, verified_job
 
@@ -193,6 +196,8 @@ class ExecuteContainer(_OnRemote):
         reporter = _NodeReporter(self, backend, follow_lines=not plan.chains
                                  or len(plan.nodes) <= config.get("run", "follow_logs"))
         reporter.report(f"starting node {self.node_id[:12]} ({self.pipe_cls}) on {backend.name}", force=True)
+        started = time.monotonic()
+        events.started(self.node_id, self.pipe_cls, f"{backend.job_word} on {backend.name}")
         runs = RunStore(shared_remote(self.remote, self.remote_context))
         job = plan.job(self.node_id)
         if plan.chains:
@@ -203,15 +208,40 @@ class ExecuteContainer(_OnRemote):
                 plan.remote_url, plan.session_token_seconds, backend.long_lived_keys_allowed), reporter, node.settings)
         if getattr(self, "_stop_reason", None):
             self._execution.interrupt(self._stop_reason)
+        watcher = StatusWatcher.of(self.remote, self.remote_context)
+        watcher.follow(self.node_id, reporter.said)   # what the pipe says of itself, from its container
         try:
             record = self._execution.execute()
         except KeyboardInterrupt:
+            reporter.ended("interrupted", time.monotonic() - started, "by its client (Ctrl-C or SIGTERM)")
             if in_worker_process():
                 os._exit(130)  # its container is stopped and recorded; the parent reports the interrupt, once
             raise
+        except DisdatError as exc:
+            timed_out = getattr(exc, "cause", "") == "timed_out"
+            reporter.ended("timed out" if timed_out else "failed", time.monotonic() - started,
+                           str(exc).splitlines()[0])
+            raise
         finally:
-            reporter.flush()
-        reporter.report(f"node {self.node_id[:12]} succeeded: {record.bundle_name} {record.output_uuid}", 100, True)
+            watcher.unfollow(self.node_id)
+        reporter.ended("succeeded", record.duration, f"{record.bundle_name} {record.output_uuid}")
+
+
+_node_classes: Dict[str, type] = {}
+_node_classes_lock = threading.Lock()
+
+
+def node_task_class(pipe_cls: str) -> type:
+    """ExecuteContainer under the name of the pipe it runs: its Luigi task family is the pipe class
+    (``report.TextReport``), so luigid's task list groups a run's nodes by pipe and its graph is labelled by
+    pipe. One class per pipe class, made once per process."""
+    with _node_classes_lock:
+        if pipe_cls not in _node_classes:
+            module, _, name = pipe_cls.rpartition(".")
+            _node_classes[pipe_cls] = type(name, (ExecuteContainer,), {
+                "task_namespace": module, "__module__": ExecuteContainer.__module__,
+                "__doc__": f"A node of {pipe_cls}: " + (ExecuteContainer.__doc__ or "")})
+        return _node_classes[pipe_cls]
 
 
 class _NodeReporter:
@@ -227,6 +257,7 @@ class _NodeReporter:
         self.task, self.backend, self.follow_lines = task, backend, follow_lines
         self.short, self.word = task.node_id[:12], backend.job_word
         self.last_line, self.last_state = "", "running"
+        self.pipe_said: Optional[str] = None   # the pipe's own status message: shown instead of its log lines
         self.report = task.report
         self._buffer: List[str] = []
         self._lock = threading.Lock()
@@ -244,7 +275,16 @@ class _NodeReporter:
                 self._timer.start()
         if wait <= 0:
             self.flush()
-        self.report(f"{self.word} {self.short} {self.last_state}: {self.last_line}")
+        if self.pipe_said is None:
+            self.report(f"{self.word} {self.short} {self.last_state}: {self.last_line}")
+
+    def said(self, message: Optional[str], percent: Optional[float]) -> None:
+        """The pipe's own ``set_status_message`` / ``set_progress_percentage`` (runs/status.py)."""
+        if message is not None:
+            self.pipe_said = message
+        self.report(self.pipe_said or f"{self.word} {self.short} {self.last_state}: {self.last_line}", percent,
+                    force=True)
+        events.said(self.task.node_id, self.task.pipe_cls, self.pipe_said or "", percent)
 
     def flush(self) -> None:
         with self._lock:
@@ -258,10 +298,20 @@ class _NodeReporter:
         self.flush()
         self.last_state = state
         self.report(f"{self.word} {self.short} {state}: {self.last_line}", force=True)
+        if self.backend.chains_jobs or state != "running":   # a Batch job's states; a Local container's news
+            events.state(self.task.node_id, self.task.pipe_cls, f"{self.word} {state}")
 
     def job(self, job) -> None:
         if job.tracking_url:
             self.task.set_tracking_url(job.tracking_url)
+        if self.backend.chains_jobs:
+            events.state(self.task.node_id, self.task.pipe_cls, f"{self.word} {job.id}")
+
+    def ended(self, outcome: str, seconds: Optional[float], detail: str) -> None:
+        """The node's last word: the scheduler's final status message, and the event line."""
+        self.flush()
+        self.report(f"{outcome}: {detail}", 100 if outcome == "succeeded" else None, force=True)
+        events.ended(self.task.node_id, self.task.pipe_cls, outcome, seconds, detail)
 
 
 class PullOutput(_Reporting):

@@ -60,6 +60,8 @@ def register(sub: Any) -> None:
                                                           "(default: [run] local_scheduler)")
     p.add_argument("--pull-intermediates", action="store_true",
                    help="also pull the outputs of the upstream pipes (only the requested output by default)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="print Luigi's own log too (the scheduler's and workers' lines, every container's output)")
     p.add_argument("--wait", action="store_true", default=None,
                    help="AWSBatch: wait for the jobs, showing their state and logs, then pull the output (default "
                         "[run] wait; without it the jobs are submitted and `dsdt pull OUTPUT` fetches it later)")
@@ -124,7 +126,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         pipe_args=args.pipe_args, backend=args.backend or "", input_tags=parse_tags(args.input_tag),
         output_tags=parse_tags(args.output_tag), force=args.force, push_input=not args.no_push_input,
         session_token_seconds=args.use_aws_session_token, pull_intermediates=args.pull_intermediates,
-        workers=args.workers, scheduler_url=args.scheduler_url, wait=args.wait))
+        workers=args.workers, scheduler_url=args.scheduler_url, wait=args.wait, verbose=args.verbose))
     if not plan.wait:
         jobs = submitted_jobs(plan)
         for node_id, pipe_cls, job_id, status in jobs:

@@ -37,9 +37,14 @@ class ObjectStore(ABC):
     def size(self, key: str) -> Optional[int]:
         """The object's size in bytes, None when it does not exist."""
 
-    @abstractmethod
     def list(self, prefix: str) -> Iterator[str]:
         """Every key under ``prefix`` (which ends with '/')."""
+        return (key for key, _ in self.listing(prefix))
+
+    @abstractmethod
+    def listing(self, prefix: str) -> Iterator[Tuple[str, str]]:
+        """Every key under ``prefix`` with a stamp that changes whenever its object does (S3: the ETag; a
+        directory: mtime and size), so that one listing tells which of many small objects changed."""
 
     @abstractmethod
     def get_bytes(self, key: str, limit: Optional[int] = None) -> bytes:

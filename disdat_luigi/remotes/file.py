@@ -149,7 +149,7 @@ class FileStore(ObjectStore):
         st = self._stat(key)
         return None if st is None else st.st_size
 
-    def list(self, prefix: str) -> Iterator[str]:
+    def listing(self, prefix: str) -> Iterator[Tuple[str, str]]:
         dirs = self._parts(prefix) if prefix else []
         try:
             fd = self._open_dir(dirs)
@@ -239,14 +239,18 @@ def _is_link(name: str, dir_fd: int) -> bool:
         return False
 
 
-def _walk(dir_fd: int, rel: str, depth: int) -> Iterator[str]:
-    """The regular files below the open directory ``dir_fd`` (``rel``: its key prefix), never through a link;
-    hidden files (in-flight temporary files, locks) are not objects."""
+def _walk(dir_fd: int, rel: str, depth: int) -> Iterator[Tuple[str, str]]:
+    """The regular files below the open directory ``dir_fd`` (``rel``: its key prefix), never through a link,
+    with their stamps; hidden files (in-flight temporary files, locks) are not objects."""
     with os.scandir(dir_fd) as entries:
         found = list(entries)
     for entry in found:
         if entry.is_file(follow_symlinks=False) and not entry.name.startswith("."):
-            yield rel + entry.name
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:   # replaced or deleted since it was listed
+                continue
+            yield rel + entry.name, f"{st.st_mtime_ns}-{st.st_size}"
         elif entry.is_dir(follow_symlinks=False) and depth < MAX_DEPTH:
             try:
                 sub = os.open(entry.name, _DIR, dir_fd=dir_fd)

@@ -176,14 +176,14 @@ class S3Store(ObjectStore):
         except NotFound:
             return None
 
-    def list(self, prefix: str) -> Iterator[str]:
+    def listing(self, prefix: str) -> Iterator[Tuple[str, str]]:
         skip = len(self.prefix)
         with self._errors(prefix):
             pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
                                                                           Prefix=self.prefix + prefix)
             for page in pages:
                 for obj in page.get("Contents", ()):
-                    yield obj["Key"][skip:]
+                    yield obj["Key"][skip:], obj.get("ETag", "")
 
     def get_bytes(self, key: str, limit: Optional[int] = None) -> bytes:
         return self.get_versioned(key, limit)[0]

@@ -250,6 +250,7 @@ def _run(job: NodeJob, remote, runs) -> tuple:
     from ..remotes.transfer import pull, push
     from ..store.context import RemoteBinding
     from ..store.home import Home
+    from .status import PipeStatus
     from .store import in_parallel
 
     home = Home(Path(os.environ.get("DISDAT_HOME", "/tmp/disdat")))
@@ -277,9 +278,14 @@ def _run(job: NodeJob, remote, runs) -> tuple:
         input_bundle, stats = pull(ctx, remote, job.input_uuid, quiet=True)
         print(f"dsdt-entrypoint: pulled input {input_bundle.name} {input_bundle.uuid} ({stats.files} files)",
               flush=True)
-    bundle = produce(ctx, task, name=node.bundle_name, tags=node.tags, upstream=upstream, input_bundle=input_bundle,
-                     lineage={"processing_id": node.node_id, "run_id": job.run_id, "image_id": job.image},
-                     commit=True)
+    status = PipeStatus(runs, node.node_id, job.attempt)
+    status.attach(task)   # the pipe's set_status_message and set_progress_percentage reach its client
+    try:
+        bundle = produce(ctx, task, name=node.bundle_name, tags=node.tags, upstream=upstream,
+                         input_bundle=input_bundle, commit=True,
+                         lineage={"processing_id": node.node_id, "run_id": job.run_id, "image_id": job.image})
+    finally:
+        status.close()
     stats = push(ctx, remote, bundle, quiet=True)
     print(f"dsdt-entrypoint: pushed {bundle.name} {bundle.uuid} ({stats.files} files, {stats.bytes} bytes)",
           flush=True)

@@ -115,7 +115,7 @@ class NodeExecution(_Interruptible):
                 record = self.runs.current(self.node_id)
                 said = (f"attempt {record.attempt if record else '?'} failed ({str(exc).splitlines()[0][:200]}): "
                         f"trying again, {left} more attempt{'s' if left > 1 else ''} allowed")
-                logger.warning("node %s (%s): %s", self.node_id[:12], self.node_job.node.pipe_cls, said)
+                logger.info("node %s (%s): %s", self.node_id[:12], self.node_job.node.pipe_cls, said)
                 self.reporter.state(said)
         raise AssertionError("a pipe has at least one attempt")
 

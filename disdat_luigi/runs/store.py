@@ -78,6 +78,14 @@ class RunStore:
     def log_key(self, node_id: str) -> str:
         return f"{self._root}/logs/{check_hex_id(node_id, 'node id')}.log"
 
+    @property
+    def status_prefix(self) -> str:
+        return f"{self._root}/status/"
+
+    def status_key(self, node_id: str) -> str:
+        """What a running pipe last said of itself (runs/status.py)."""
+        return f"{self.status_prefix}{check_hex_id(node_id, 'node id')}.json"
+
     def pending_key(self, name: str) -> str:
         return f"{self._root}/pending/{check_name(name)}.json"
 
