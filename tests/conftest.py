@@ -104,6 +104,16 @@ def run_dsdt(*args: str, env: dict | None = None, cwd: Path | None = None, timeo
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
+# A node's container or job started: `dsdt run`'s event line, or (``luigi --module disdat_luigi``, ``-v``) Luigi's
+# worker line for a task named after a pipe (the chain's own tasks have no module in their name).
+_NODE_STARTED = re.compile(r"^\d\d:\d\d:\d\d [\w.]+ [0-9a-f]{12} started: |running   \w+(?:\.\w+)+\(", re.M)
+
+
+def nodes_started(log: str) -> int:
+    """How many node containers (or jobs) a run's stderr says it started."""
+    return sum(1 for _ in _NODE_STARTED.finditer(log))
+
+
 def snapshot(root: Path) -> dict:
     """Everything observable under a directory: every directory (as an entry, so that a stray context, bundle
     or staging directory is a change), every symlink (by its target), file bytes and the SQLite indexes' rows.

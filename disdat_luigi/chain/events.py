@@ -55,6 +55,7 @@ class NodeEvents:
                 print(f"{stamp} {pipe_cls} {node_id[:12]} {safe(text)}", file=self._stream, flush=True)
 
     def started(self, node_id: str, pipe_cls: str, how: str) -> None:
+        """A container or job of the node: started by this client, or one it follows."""
         self._line(node_id, pipe_cls, f"started: {how}")
 
     def state(self, node_id: str, pipe_cls: str, state: str) -> None:

@@ -197,7 +197,6 @@ class ExecuteContainer(_OnRemote):
                                  or len(plan.nodes) <= config.get("run", "follow_logs"))
         reporter.report(f"starting node {self.node_id[:12]} ({self.pipe_cls}) on {backend.name}", force=True)
         started = time.monotonic()
-        events.started(self.node_id, self.pipe_cls, f"{backend.job_word} on {backend.name}")
         runs = RunStore(shared_remote(self.remote, self.remote_context))
         job = plan.job(self.node_id)
         if plan.chains:
@@ -302,10 +301,10 @@ class _NodeReporter:
             events.state(self.task.node_id, self.task.pipe_cls, f"{self.word} {state}")
 
     def job(self, job) -> None:
+        """This client has the node's container or job (started here, or one it follows): the node started."""
         if job.tracking_url:
             self.task.set_tracking_url(job.tracking_url)
-        if self.backend.chains_jobs:
-            events.state(self.task.node_id, self.task.pipe_cls, f"{self.word} {job.id}")
+        events.started(self.task.node_id, self.task.pipe_cls, f"{self.word} {job.id} on {self.backend.name}")
 
     def ended(self, outcome: str, seconds: Optional[float], detail: str) -> None:
         """The node's last word: the scheduler's final status message, and the event line."""

@@ -29,11 +29,16 @@ def _definitions(batch, family):
 
 def test_a_waiting_run_streams_the_job_log_and_pulls_the_output(aws, home):
     batch, url = aws
-    r = _run("--wait", *TOKEN, "-", "nap", "slow.Sleep", "--seconds", "1")
+    r = _run("-v", "--wait", *TOKEN, "-", "nap", "slow.Sleep", "--seconds", "1")
     assert r.code == 0, r.err
-    assert re.search(r"\[slow\.Sleep [0-9a-f]{12}\] sleeping 1\.0 s", r.err)  # CloudWatch lines in the task log
+    assert re.search(r"\[slow\.Sleep [0-9a-f]{12}\] sleeping 1\.0 s", r.err)  # CloudWatch lines in Luigi's log
     assert home.context().latest("nap").data() == 1.0
     record = _records(url)["nap"]
+    node = record.node_id[:12]   # the node's event lines: its job's id, its states as the poller saw them, the end
+    assert re.search(rf"^\d\d:\d\d:\d\d slow\.Sleep {node} started: job {record.job_id} on AWSBatch$", r.err, re.M)
+    assert re.search(rf"^\d\d:\d\d:\d\d slow\.Sleep {node} job RUNNING$", r.err, re.M), r.err
+    assert re.search(rf"^\d\d:\d\d:\d\d slow\.Sleep {node} succeeded in [\d.]+s: nap {record.output_uuid}$",
+                     r.err, re.M)
     job = batch.describe_jobs(jobs=[record.job_id])["jobs"][0]
     assert record.status == "succeeded" and record.backend == "AWSBatch" and job["status"] == "SUCCEEDED"
     assert job["jobName"] == f"disdat-{record.node_id[:12]}-slow"
@@ -165,7 +170,7 @@ def test_session_credentials_reach_the_job_and_long_lived_keys_reach_nothing(aws
     for place in (r.err, r.out, json.dumps(job, default=str), json.dumps(definitions, default=str),
                   stored_log.decode(), remote_text.decode(errors="replace"), scheduler):
         assert LONG_KEY not in place and LONG_SECRET not in place
-    (task,) = [t for t in json.loads(scheduler)["response"].values() if t["name"] == "ExecuteContainer"
+    (task,) = [t for t in json.loads(scheduler)["response"].values() if t["name"] == record.pipe_cls
                and t["params"]["node_id"] == record.node_id]  # this run's node, whatever other tests ran
     console = "https://us-east-1.console.aws.amazon.com/batch/home?region=us-east-1#jobs/detail/"
     assert task["tracking_url"] == console + record.job_id

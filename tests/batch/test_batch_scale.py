@@ -53,7 +53,7 @@ def test_a_fan_in_of_60_runs_with_no_job_depending_on_more_than_20(aws, home, ba
 def _running_in_luigid(url: str) -> set:
     query = urllib.parse.quote(json.dumps({"status": "RUNNING", "upstream_status": ""}))
     tasks = json.loads(urllib.request.urlopen(f"{url}/api/task_list?data={query}", timeout=10).read())["response"]
-    return {task_id for task_id, t in tasks.items() if t["name"] == "ExecuteContainer"}
+    return {task_id for task_id, t in tasks.items() if t["name"] == t["params"].get("pipe_cls")}   # the nodes
 
 
 def test_a_waiting_run_runs_its_parts_at_once_and_follows_them_with_one_poller(aws, home, batch_proxy, luigid_url):
