@@ -8,12 +8,15 @@ A missing service is a failure, never a skip."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import sqlite3
 import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,6 +117,37 @@ def nodes_started(log: str) -> int:
     return sum(1 for _ in _NODE_STARTED.finditer(log))
 
 
+def luigid_api(url: str, method: str, **data) -> dict:
+    """One call of luigid's JSON API."""
+    query = urllib.parse.quote(json.dumps(data))
+    with urllib.request.urlopen(f"{url}/api/{method}?data={query}", timeout=10) as response:
+        return json.loads(response.read())["response"]
+
+
+def luigid_nodes(url: str, output: str, status: str = "") -> list:
+    """The run's node tasks known to luigid (named after their pipe class; their output bundle names start with
+    ``output``)."""
+    found = []
+    for state in ([status] if status else ["DONE", "FAILED", "PENDING", "RUNNING"]):
+        for task_id, task in luigid_api(url, "task_list", status=state, upstream_status="").items():
+            if task["name"] == task["params"].get("pipe_cls") and task["params"]["output_bundle"].startswith(output):
+                found.append(dict(task, id=task_id))
+    return found
+
+
+def chromium_dom(page: str, profile: Path, budget_ms: int = 15000) -> str:
+    """The DOM of ``page`` once headless Chromium has rendered it (its scripts run for ``budget_ms`` of virtual
+    time), as a user's browser would show it."""
+    import shutil
+
+    chromium = shutil.which("chromium")
+    assert chromium, "chromium is not installed: run scripts/install-system-packages.sh"
+    return subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                           f"--user-data-dir={profile}", f"--virtual-time-budget={budget_ms}", "--dump-dom", page],
+                          capture_output=True, text=True, timeout=120).stdout
+
+
 def snapshot(root: Path) -> dict:
     """Everything observable under a directory: every directory (as an entry, so that a stray context, bundle
     or staging directory is a change), every symlink (by its target), file bytes and the SQLite indexes' rows.
@@ -178,8 +212,6 @@ def s3_env(s3_server, monkeypatch, tmp_path):
 
 
 def new_bucket(server) -> str:
-    import uuid
-
     import boto3
 
     name = f"test-{uuid.uuid4().hex[:12]}"

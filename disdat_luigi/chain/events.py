@@ -46,13 +46,16 @@ class NodeEvents:
             with self._lock:
                 self._stream = None
 
-    def _line(self, node_id: str, pipe_cls: str, text: str) -> None:
+    def _line(self, node_id: str, pipe_cls: str, text: str, below: str = "") -> None:
+        """One event line (and, ``below`` it, indented lines that belong to it: a failed node's last log lines)."""
         with self._lock:
             if self._stream is None:
                 return
             stamp = time.strftime("%H:%M:%S")
+            lines = [f"{stamp} {pipe_cls} {node_id[:12]} {safe(text)}"]
+            lines += ["    " + safe(line) for line in below.splitlines() if line.strip()]
             with contextlib.suppress(OSError, ValueError):   # a closed terminal never fails a node
-                print(f"{stamp} {pipe_cls} {node_id[:12]} {safe(text)}", file=self._stream, flush=True)
+                print("\n".join(lines), file=self._stream, flush=True)
 
     def started(self, node_id: str, pipe_cls: str, how: str) -> None:
         """A container or job of the node: started by this client, or one it follows."""
@@ -71,12 +74,13 @@ class NodeEvents:
         self._line(node_id, pipe_cls, "says: " + " ".join(filter(None, (
             message, f"({percent:.0f}%)" if percent is not None else ""))))
 
-    def ended(self, node_id: str, pipe_cls: str, outcome: str, seconds: Optional[float], detail: str) -> None:
-        """``outcome``: succeeded, failed, timed out, interrupted, done already."""
+    def ended(self, node_id: str, pipe_cls: str, outcome: str, seconds: Optional[float], detail: str,
+              below: str = "") -> None:
+        """``outcome``: succeeded, failed, timed out, interrupted; ``below``: a failure's last log lines."""
         with self._lock:
             self._counts[outcome] += 1
         took = f" in {seconds:.1f}s" if seconds is not None else ""
-        self._line(node_id, pipe_cls, f"{outcome}{took}: {detail}" if detail else f"{outcome}{took}")
+        self._line(node_id, pipe_cls, f"{outcome}{took}: {detail}" if detail else f"{outcome}{took}", below)
 
     def summary(self, nodes: int) -> str:
         """``3 succeeded, 1 failed, 2 done already in 4.2s`` (of a graph of ``nodes`` nodes)."""

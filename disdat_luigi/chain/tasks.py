@@ -218,8 +218,8 @@ class ExecuteContainer(_OnRemote):
             raise
         except DisdatError as exc:
             timed_out = getattr(exc, "cause", "") == "timed_out"
-            reporter.ended("timed out" if timed_out else "failed", time.monotonic() - started,
-                           str(exc).splitlines()[0])
+            first, _, below = str(exc).partition("\n")
+            reporter.ended("timed out" if timed_out else "failed", time.monotonic() - started, first, below)
             raise
         finally:
             watcher.unfollow(self.node_id)
@@ -306,11 +306,11 @@ class _NodeReporter:
             self.task.set_tracking_url(job.tracking_url)
         events.started(self.task.node_id, self.task.pipe_cls, f"{self.word} {job.id} on {self.backend.name}")
 
-    def ended(self, outcome: str, seconds: Optional[float], detail: str) -> None:
+    def ended(self, outcome: str, seconds: Optional[float], detail: str, below: str = "") -> None:
         """The node's last word: the scheduler's final status message, and the event line."""
         self.flush()
         self.report(f"{outcome}: {detail}", 100 if outcome == "succeeded" else None, force=True)
-        events.ended(self.task.node_id, self.task.pipe_cls, outcome, seconds, detail)
+        events.ended(self.task.node_id, self.task.pipe_cls, outcome, seconds, detail, below)
 
 
 class PullOutput(_Reporting):

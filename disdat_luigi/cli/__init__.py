@@ -6,6 +6,7 @@ bad command-line syntax exits 2; an interrupt exits 130.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -69,6 +70,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except DisdatError as exc:
         _print_error(exc)
         return 1
+    except BrokenPipeError:  # `dsdt runs | head`: the reader has what it wanted
+        _quiet_stdout()
+        return 0
     except Exception as exc:  # a full disk met where no command said what it was writing
         if not is_disk_full(exc):
             raise
@@ -79,8 +83,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("dsdt: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # `dsdt ls | head`
-        return 0
+
+
+def _quiet_stdout() -> None:
+    """stdout's reader is gone: whatever is still buffered goes nowhere, so that Python's flush at exit does not
+    print a second BrokenPipeError."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 if __name__ == "__main__":

@@ -8,9 +8,9 @@ from typing import Any, List
 
 from ..store.context import Bundle, Context
 from ..display import safe
-from ..errors import DisdatError, IntegrityError, NotFound
+from ..errors import DisdatError
 from ..store.home import Home
-from ..store.manifest import check_name, check_uuid, parse_tags
+from ..store.manifest import check_name, parse_tags
 
 
 def register(sub: Any) -> None:
@@ -166,23 +166,10 @@ def cmd_rm(args: argparse.Namespace) -> None:
 
 def cmd_lineage(args: argparse.Namespace) -> None:
     ctx = Home().context()
-    b = _by_uuid_or_name(ctx, args.name) if args.name and not args.uuid else selected_bundle(ctx, args)
+    b = ctx.by_uuid_or_name(args.name) if args.name and not args.uuid else selected_bundle(ctx, args)
     m = b.manifest
     _print_json({"name": m.name, "uuid": m.uuid, "created": m.created, "committed": b.committed,
                  "tags": b.tags, "lineage": m.lineage})
-
-
-def _by_uuid_or_name(ctx: Context, text: str) -> Bundle:
-    """``dsdt lineage X``: X is a bundle's uuid (as it always was) or a name (its latest version)."""
-    try:
-        if ctx.has(check_uuid(text)):
-            return ctx.bundle(text)
-    except IntegrityError:
-        pass  # not a uuid: a name
-    try:
-        return ctx.latest(text)
-    except NotFound:
-        raise NotFound(f"no bundle with uuid or name {text} in context {ctx.name} (see `dsdt ls -v`)") from None
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -79,6 +79,13 @@ def register(sub: Any) -> None:
                    help="stop and remove the containers of runs whose client died, and record them interrupted")
     p.set_defaults(func=cmd_runs)
 
+    p = sub.add_parser("report", help="write one HTML page about the run that made a bundle: its graph by pipe "
+                                      "and status, a timeline, and each node's attempts, image, output and data")
+    p.add_argument("name", metavar="NAME", help="a bundle's name (its latest version) or uuid")
+    p.add_argument("-o", "--output", metavar="FILE", type=Path,
+                   help="where to write it (default NAME-report.html here; - for stdout)")
+    p.set_defaults(func=cmd_report)
+
     p = sub.add_parser("logs", help="print the container log of a run (a unique prefix of its id is enough)")
     p.add_argument("run_id", metavar="RUN_ID")
     p.add_argument("--attempt", type=int, metavar="N", help="the log of attempt N (default: the latest)")
@@ -153,6 +160,20 @@ def cmd_runs(args: argparse.Namespace) -> int:
     which = RunFilter(name=args.name, status=args.status, pipe=args.pipe, run=args.run)
     for line in list_runs(ctx, which, args.n):
         print(line)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from ..report import write_report
+
+    to = args.output or Path(f"{args.name}-report.html")
+    if str(to) == "-":
+        from ..report.collect import collect
+        from ..report.html import render
+
+        sys.stdout.write(render(collect(Home().context(), args.name)))
+        return 0
+    print(safe(write_report(Home().context(), args.name, to)))
     return 0
 
 

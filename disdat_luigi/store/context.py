@@ -24,7 +24,7 @@ from . import values
 from ..errors import DisdatError, IntegrityError, NotFound, StoreDamaged
 from ..fsutil import atomic_write, copy_and_hash, disk_space, is_disk_full, require_space, sha256_file
 from .index import BundleRow, Index
-from .manifest import FileEntry, Manifest, check_name, check_relpath, new_uuid
+from .manifest import FileEntry, Manifest, check_name, check_relpath, check_uuid, new_uuid
 
 REPAIR = "run `dsdt check --repair`"
 STALE_PULL_SECONDS = 3600      # an interrupted pull's verified files are kept this long for a resume
@@ -359,6 +359,19 @@ class Context:
             with_tags = f" with tags {_fmt_tags(tags)}" if tags else ""
             raise NotFound(f"no bundle named {name}{with_tags} in context {self.name} (see `dsdt ls`)")
         return self._load(row)
+
+    def by_uuid_or_name(self, text: str) -> Bundle:
+        """The bundle whose uuid is ``text``, else the latest version named ``text`` (``dsdt lineage X``,
+        ``dsdt report X``)."""
+        try:
+            if self.has(check_uuid(text)):
+                return self.bundle(text)
+        except IntegrityError:
+            pass  # not a uuid: a name
+        try:
+            return self.latest(text)
+        except NotFound:
+            raise NotFound(f"no bundle with uuid or name {text} in context {self.name} (see `dsdt ls -v`)") from None
 
     def resolve(self, name: Optional[str] = None, uuid: Optional[str] = None,
                 tags: Optional[Dict[str, str]] = None) -> Bundle:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -15,27 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DSDT, REPO, TEST_PIPES, assert_user_error, nodes_started, run_dsdt, snapshot
+from conftest import (DSDT, REPO, TEST_PIPES, assert_user_error, chromium_dom, luigid_api as api,
+                      luigid_nodes as tasks_of, nodes_started, run_dsdt, snapshot)
 
 LUIGI = str(Path(sys.executable).parent / "luigi")
 DIAMOND = {"diamond.Root", "diamond.Left", "diamond.Right", "diamond.Join"}
-
-
-def api(url: str, method: str, **data) -> dict:
-    query = urllib.parse.quote(json.dumps(data))
-    with urllib.request.urlopen(f"{url}/api/{method}?data={query}", timeout=10) as response:
-        return json.loads(response.read())["response"]
-
-
-def tasks_of(url: str, output: str, status: str = "") -> list:
-    """The run's node tasks known to luigid (named after their pipe class; their output bundle names start with
-    ``output``)."""
-    found = []
-    for state in ([status] if status else ["DONE", "FAILED", "PENDING", "RUNNING"]):
-        for task_id, task in api(url, "task_list", status=state, upstream_status="").items():
-            if task["name"] == task["params"].get("pipe_cls") and task["params"]["output_bundle"].startswith(output):
-                found.append(dict(task, id=task_id))
-    return found
 
 
 def remote_records(remote_dir: Path) -> dict:
@@ -148,18 +131,12 @@ def test_the_visualiser_shows_the_graph_in_a_real_browser(diamond, luigid_url, t
                     cwd=REPO).code == 0
     root = next(task_id for task_id, task in api(luigid_url, "task_list", status="DONE", upstream_status="").items()
                 if task["name"] == "RunPipe" and task["params"]["output_bundle"] == out)
-    chromium = shutil.which("chromium")
-    assert chromium, "chromium is not installed: run scripts/install-system-packages.sh"
     page = f"{luigid_url}/static/visualiser/index.html#tab=graph&taskId={urllib.parse.quote(root)}"
     ours = {t["id"] for t in tasks_of(luigid_url, out, "DONE")}
     assert len(ours) == 4
     drawn = set()
     for attempt in range(3):  # the page draws after its API calls answer: give a slow first start another go
-        dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                              "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                              "--disable-sync", f"--user-data-dir={tmp_path / f'chromium{attempt}'}",
-                              "--virtual-time-budget=15000", "--dump-dom", page],
-                             capture_output=True, text=True, timeout=120).stdout
+        dom = chromium_dom(page, tmp_path / f"chromium{attempt}")
         svg = dom[dom.find("<svg"):dom.find("</svg>")]
         drawn = {task_id: status for status, task_id in re.findall(
             r'class="graph-node-a" data-task-status="(\w+)" data-task-id="([^"]+)"', svg)}
