@@ -18,7 +18,8 @@ from conftest import batch_records as _records
 from conftest import jobs_of as _jobs_of
 from conftest import killed_after_submitting as _killed_after_submitting
 from conftest import run_batch as _run
-from conftest import run_dsdt, snapshot
+from conftest import luigid_nodes, run_dsdt, snapshot, wait_until
+from disdat_luigi.remotes import open_remote
 
 
 
@@ -42,6 +43,33 @@ def test_a_waiting_run_streams_the_job_log_and_pulls_the_output(aws, home):
     job = batch.describe_jobs(jobs=[record.job_id])["jobs"][0]
     assert record.status == "succeeded" and record.backend == "AWSBatch" and job["status"] == "SUCCEEDED"
     assert job["jobName"] == f"disdat-{record.node_id[:12]}-slow"
+
+
+def test_a_pipes_own_progress_reaches_luigid_from_its_batch_job(aws, home, luigid_url):
+    """set_status_message / set_progress_percentage inside a Batch job: mid-run in luigid (the job writes its
+    words to the remote; the waiting client's one watcher reads them), then the final message."""
+    batch, url = aws
+    proc = subprocess.Popen([DSDT, "run", "--wait", "--scheduler-url", luigid_url, *TOKEN, "-", "steps", "talky.Steps",
+                             "--steps", "4", "--seconds", "3"], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    seen = set()
+    try:
+        def said_something() -> bool:
+            seen.update((t.get("status_message"), t.get("progress_percentage"))
+                        for t in luigid_nodes(luigid_url, "steps", "RUNNING"))
+            return any(re.fullmatch(r"step [2-4] of 4", m or "") and p in (25, 50, 75) for m, p in seen)
+
+        assert wait_until(said_something, 120, every=0.3), seen
+    finally:
+        _, err = proc.communicate(timeout=200)
+    assert proc.returncode == 0, err[-3000:]
+    record = _records(url)["steps"]
+    (done,) = [t for t in luigid_nodes(luigid_url, "steps", "DONE") if t["params"]["node_id"] == record.node_id]
+    assert done["name"] == "talky.Steps" and done["status_message"] == f"succeeded: steps {record.output_uuid}"
+    assert re.search(rf"^\d\d:\d\d:\d\d talky\.Steps {record.node_id[:12]} says: step [1-4] of 4 \(\d+%\)$", err,
+                     re.M), err
+    with open_remote(url, "shared") as remote:   # the pipe's status object went with it
+        assert not list(remote.store.list("context/shared/status/"))
 
 
 def test_a_non_blocking_diamond_is_submitted_whole_and_pulled_later(aws, home):
@@ -156,7 +184,6 @@ def test_session_credentials_reach_the_job_and_long_lived_keys_reach_nothing(aws
     names = {e["name"] for e in job["container"]["environment"]}
     assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"} <= names
     definitions = batch.describe_job_definitions(jobDefinitionName="disdat-envcheck-job-definition")
-    from disdat_luigi.remotes import open_remote
     from disdat_luigi.runs.store import RunStore
 
     with open_remote(url, "shared") as remote:
