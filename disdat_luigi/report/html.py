@@ -186,7 +186,7 @@ def _table(report: RunReport) -> str:
         out.append(f'<tr data-node="{_e(node)}"><td>{_e(r.pipe_cls)}</td><td><code>{_e(node[:12])}</code></td>'
                    f'<td>{status}</td><td class="num">{_e(_duration(r))}</td><td>{attempts}</td>'
                    f"<td>{_e(r.backend)}<br><code>{_e(r.job_id or '-')}</code></td>"
-                   f"<td><code>{_e(_clip(r.image, 40))}</code></td><td>{output}</td>"
+                   f"<td><code>{_e(_clip(r.image, 20))}</code></td><td>{output}</td>"
                    f"<td>{_preview(facts.preview)}</td></tr>")
     out.append("</table>")
     return "".join(out)
