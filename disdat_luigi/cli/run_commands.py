@@ -164,16 +164,19 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from ..report import write_report
+    from ..fsutil import atomic_write
+    from ..report import report_page
 
-    to = args.output or Path(f"{args.name}-report.html")
-    if str(to) == "-":
-        from ..report.collect import collect
-        from ..report.html import render
-
-        sys.stdout.write(render(collect(Home().context(), args.name)))
+    page, about = report_page(Home().context(), args.name)
+    if str(args.output) == "-":
+        sys.stdout.write(page)
         return 0
-    print(safe(write_report(Home().context(), args.name, to)))
+    to = args.output or Path(f"{args.name}-report.html")
+    try:
+        atomic_write(to, page.encode())
+    except OSError as exc:
+        raise DisdatError(f"cannot write the report to {to}: {exc.strerror or exc}") from None
+    print(safe(f"{about}: {to}"))
     return 0
 
 

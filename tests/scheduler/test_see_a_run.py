@@ -161,6 +161,11 @@ def test_report_of_a_bundle_no_run_made_is_one_line(shared, home, cli, tmp_path)
     r = run_dsdt("report", "plain", "-o", str(tmp_path / "r.html"))
     assert r.code == 1 and r.err.startswith("dsdt: error: plain ") and r.err.count("\n") == 1
     assert "was not made by `dsdt run`" in r.err and not (tmp_path / "r.html").exists()
+    assert run_dsdt("run", "-", "nap", "slow.Sleep", "--seconds", "0", cwd=REPO).code == 0
+    (tmp_path / "file").write_text("")
+    unwritable = run_dsdt("report", "nap", "-o", str(tmp_path / "file" / "r.html"))
+    assert unwritable.code == 1 and unwritable.err.startswith(f"dsdt: error: cannot write the report to {tmp_path}")
+    assert unwritable.err.count("\n") == 1
     missing = run_dsdt("report", "nosuch", "-o", str(tmp_path / "r.html"))
     assert missing.code == 1 and missing.err == "dsdt: error: no bundle with uuid or name nosuch in context " \
                                                  f"{home.context().name} (see `dsdt ls -v`)\n"
