@@ -111,12 +111,11 @@ class StatusWatcher:
         with cls._made:
             key = (remote_url, remote_context)
             if key not in cls._watchers:
-                cls._watchers[key] = cls(RunStore(shared_remote(remote_url, remote_context)))
+                cls._watchers[key] = cls(lambda: RunStore(shared_remote(remote_url, remote_context)))
             return cls._watchers[key]
 
-    def __init__(self, runs: RunStore):
-        self._runs = runs
-        self._prefix = runs.status_prefix
+    def __init__(self, runs: Callable[[], RunStore]):
+        self._store_of = runs   # the process's shared remote, as it is now (a run's end closes it; the next reopens)
         self._followed: Dict[str, Tuple[OnWord, float]] = {}
         self._stamps: Dict[str, str] = {}
         self._lock = threading.Lock()
@@ -142,26 +141,29 @@ class StatusWatcher:
                     self._wake.wait()
             try:
                 self.look()
-            except DisdatError:
-                pass   # an unreachable remote: the node's own wait says so; words come back with it
+            except Exception:  # noqa: BLE001  (an unreachable remote: the node's own wait says so; a word
+                pass           # lost only shows later, and this thread must outlive any error)
             time.sleep(POLL_EVERY)
 
     def look(self) -> None:
         """One round: list the statuses, read the changed ones of followed nodes, tell their followers."""
+        runs = self._store_of()
+        prefix = runs.status_prefix
         changed = []
-        for key, stamp in self._runs.store.listing(self._prefix):
-            node = key[len(self._prefix):].removesuffix(".json")
+        for key, stamp in runs.store.listing(prefix):
+            node = key[len(prefix):].removesuffix(".json")
             if node in self._followed and self._stamps.get(node) != stamp:
                 self._stamps[node] = stamp
                 changed.append(node)
-        for node, word in zip(changed, in_parallel(self._read, changed)):
+        for node, word in zip(changed, in_parallel(lambda node: self._read(runs, node), changed)):
             follower = self._followed.get(node)
             if word is not None and follower is not None and word.get("at", 0) >= follower[1]:
                 follower[0](word.get("message"), word.get("percent"))
 
-    def _read(self, node_id: str) -> Optional[dict]:
+    @staticmethod
+    def _read(runs: RunStore, node_id: str) -> Optional[dict]:
         try:
-            word = json.loads(self._runs.store.get_bytes(self._runs.status_key(node_id), MAX_STATUS))
+            word = json.loads(runs.store.get_bytes(runs.status_key(node_id), MAX_STATUS))
         except (DisdatError, ValueError):
             return None   # gone since the listing, too large, or not JSON: nothing said
         if not isinstance(word, dict):
