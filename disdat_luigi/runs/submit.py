@@ -13,8 +13,8 @@ wait for it or say which node failed and why.
 At scale, nothing is done one node after another: one listing says which nodes have a record, those are read
 by a bounded pool (one request a node, plus the output manifest of the ones that succeeded), the jobs they name
 are checked in batches (DescribeJobs, 100 a call), and every node is submitted as soon as its upstream nodes
-have jobs, by a bounded pool of submitters (a claim, one SubmitJob paced under Batch's rate by the client; the
-job id goes into the record by a few other threads meanwhile). Fan-ins wider than Batch allows go through the
+have jobs, by a bounded pool of submitters (a claim, one SubmitJob paced under Batch's rate by the client, the
+job id into the record). Fan-ins wider than Batch allows go through the
 backend's barrier jobs. A first submission of a graph of 1,000 nodes is Batch's pace: 25 s at 40 calls a second.
 """
 from __future__ import annotations
@@ -43,7 +43,6 @@ _submitted_lock = threading.Lock()
 SURVEY_REUSE = 30.0         # seconds a graph's survey may stand in for the next ones (claims are compare-and-swaps)
 SURVEY_USES = 3             # ... how many (is the graph submitted? asked before building and by Luigi of the run
 #                             and of its task; then its submission)
-NAMERS = 4                  # threads that write job ids into claims (the S3 client has transfer_workers + 4)
 LIST_FROM = 50              # nodes from which a graph's records are found by a listing first
 LIST_KEYS_PER_NODE = 20     # ... of at most this many keys a node (a page is 1,000 keys; reading one, one request)
 
@@ -156,29 +155,23 @@ class _GraphSubmission:
         self.backend, self.runs, self.credentials = backend, runs, credentials
         self.stopping = threading.Event()
         self.mine: Dict[str, str] = {}      # node id -> job id submitted by this submission
-        self.named: List[Future] = []       # the writes of job ids into their claims (see _node)
 
     def run(self) -> List[Submitted]:
         states = survey(self.order, self.backend, self.runs)
         _forget_survey(self.runs, self.order)  # what is read after a submission must be read again
         futures: Dict[str, Future] = {}
         pool = ThreadPoolExecutor(pool_size(), thread_name_prefix="submit")
-        self.naming = ThreadPoolExecutor(NAMERS, thread_name_prefix="name")
         try:
             for node in self.order:  # upstream first: a node's upstream futures always start before it does
                 futures[node] = pool.submit(self._node, node, states[node], futures)
             out = [futures[node].result() for node in self.order]
-            for named in self.named:
-                named.result()
         except BaseException as exc:
             self.stopping.set()
             pool.shutdown(wait=True, cancel_futures=True)
-            self.naming.shutdown(wait=True)  # the jobs submitted are named in their records all the same
             if isinstance(exc, KeyboardInterrupt):
                 stop_jobs(self.backend, self.runs, self.mine, f"its submission was interrupted ({exc or 'Ctrl-C'})")
             raise
         pool.shutdown()
-        self.naming.shutdown()
         root = self.jobs[self.order[-1]][0].node
         self.runs.write_pending(root.bundle_name, self.order)
         return out
@@ -224,9 +217,7 @@ class _GraphSubmission:
                 _submitted_here[submitted.id] = (self.runs.where, node)
                 _verified[(self.runs.where, node)] = submitted.id
             self.mine[node] = submitted.id
-            # the job id goes into the claim by another pool: the dependents need only the id, and the submitters
-            # keep Batch's pace (a client killed before the write leaves a claim whose job is found by its labels)
-            self.named.append(self.naming.submit(owner.name_job, claim, claim_version, submitted))
+            owner.name_job(claim, claim_version, submitted)
             return Submitted(spec, submitted.id, "submitted")
 
     def _wait_for_other(self, owner: NodeOwner, record: Optional[RunRecord], deadline: float):
