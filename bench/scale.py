@@ -14,9 +14,11 @@
   - submission: ``wide.Sink --width N --hold 900`` non-blocking (the Gate holds every other job queued, so no
     container competes with the submitting client), against bare boto3 submitting N + 2 jobs one after the
     other through the same proxy; and the most dependencies any job got;
-  - waiting: ``wide.Naps --width 24 --seconds 20 --wait`` against the longest part plus Batch's own start
-    latency, measured bare (a job that exits at once, submitted and polled by boto3 on the same moto);
-    Batch API calls a minute per 100 jobs while waiting.
+  - waiting: ``wide.Naps --width 24 --seconds 20 --wait`` against the same run done bare: 24 jobs of the same
+    image (its entrypoint left out) sleeping 20 s, submitted at once by boto3 through the same proxy and polled
+    with DescribeJobs once a second until all finish (ours also runs the gathering Naps job, after two
+    barriers, and pulls its output); the Batch calls a minute while waiting (after the last SubmitJob), in
+    all and by API, ours and the peer's.
 
 Results go to stdout and to bench/results/scale.json.
 """
@@ -211,28 +213,85 @@ def batch_bench(b, widths, latency) -> dict:
     return out
 
 
+def _bare_image(env: dict) -> str:
+    """The wide pipes' image without its entrypoint (the same layers), so that a bare job runs any command."""
+    import io
+
+    import docker
+
+    image = f"{env['DISDAT_DOCKERIZE_REPOSITORY_PREFIX']}/disdat-wide:latest"
+    tag = f"{env['DISDAT_DOCKERIZE_REPOSITORY_PREFIX']}/bare-wide:latest"
+    docker.from_env().images.build(fileobj=io.BytesIO(f"FROM {image}\nENTRYPOINT []\n".encode()), tag=tag,
+                                   network_mode="none", rm=True)
+    return docker.from_env().images.get(tag).id
+
+
+def _batch_calls(calls, since: float, until: float) -> dict:
+    """Batch and CloudWatch Logs calls by API between two times of the proxy's clock."""
+    out: dict = {}
+    for t, op in calls:
+        if since < t <= until and op.startswith(("batch:", "logs:")):
+            out[op] = out.get(op, 0) + 1
+    return out
+
+
 def _wait_bench(env, batch, proxy, width=24, seconds=20.0) -> dict:
-    definition = batch.describe_job_definitions(status="ACTIVE")["jobDefinitions"][0]["jobDefinitionArn"]
-    start = time.perf_counter()
-    job_id = batch.submit_job(jobName="bare-latency", jobQueue=QUEUE, jobDefinition=definition,
-                              containerOverrides={"command": ["--barrier"]})["jobId"]
-    while batch.describe_jobs(jobs=[job_id])["jobs"][0]["status"] not in ("SUCCEEDED", "FAILED"):
-        time.sleep(0.2)
-    latency = time.perf_counter() - start
+    """Ours: ``wide.Naps --width 24 --seconds 20 --wait``. The peer: the same run done bare, 24 jobs of the same
+    image (without our entrypoint) sleeping as long, submitted at once with boto3 through the same proxy and
+    polled with DescribeJobs (all ids, one call a second) until all finish."""
+    import boto3
+
     proxy.reset()
+    start = time.monotonic()
     ours = _dsdt(env, "run", "--wait", "--use-aws-session-token", "3600", "-", "naps", "wide.Naps",
                  "--width", str(width), "--seconds", str(seconds))
-    counts = proxy.counts()
-    batch_calls = {k: v for k, v in counts.items() if k.startswith(("batch:", "logs:"))}
-    jobs = width + 1 + (2 if width > 20 else 0)
-    per_minute = sum(v for k, v in batch_calls.items() if k != "batch:SubmitJob") / (ours / 60)
-    row = {"parts": width, "seconds": seconds, "bare_start_latency_s": round(latency, 1), "ours_s": round(ours, 1),
-           "target_s": round(1.5 * (seconds + latency), 1), "ratio": round(ours / (seconds + latency), 2),
-           "batch_calls": batch_calls, "calls_per_minute_per_100_jobs": round(per_minute * 100 / jobs, 1),
-           "violations": proxy.violations()}
-    print(f"--wait of {width} parts of {seconds:.0f} s: ours {ours:.1f} s against {seconds:.0f} s + Batch's start "
-          f"latency {latency:.1f} s ({row['ratio']}x, target 1.5x); {row['calls_per_minute_per_100_jobs']} Batch "
-          f"calls a minute per 100 jobs while waiting ({batch_calls})", flush=True)
+    end = time.monotonic()
+    calls, counts, violations = proxy.calls(), proxy.counts(), proxy.violations()
+    submitted = max((t for t, op in calls if op == "batch:SubmitJob"), default=start)
+    waiting = _batch_calls(calls, submitted, end)
+
+    nap = ["python3", "-c", f"import time; time.sleep({seconds})"]
+    definition = batch.register_job_definition(
+        jobDefinitionName="bench-bare-nap", type="container",
+        containerProperties={"image": _bare_image(env), "command": nap,
+                             "resourceRequirements": [{"type": "VCPU", "value": "1"},
+                                                      {"type": "MEMORY", "value": "256"}]})["jobDefinitionArn"]
+    proxied = boto3.client("batch", endpoint_url=proxy.url, region_name="us-east-1", aws_access_key_id="k",
+                           aws_secret_access_key="s")
+    proxy.reset()
+    bare_start = time.monotonic()
+    ids = [proxied.submit_job(jobName=f"bare-nap-{i}", jobQueue=QUEUE, jobDefinition=definition)["jobId"]
+           for i in range(width)]
+    bare_submitted = time.monotonic()
+    while True:
+        jobs = proxied.describe_jobs(jobs=ids)["jobs"]
+        if all(j["status"] in ("SUCCEEDED", "FAILED") for j in jobs):
+            break
+        time.sleep(1.0)
+    bare = time.monotonic() - bare_start
+    if any(j["status"] != "SUCCEEDED" for j in jobs):
+        raise SystemExit(f"bench: a bare nap failed: {[j.get('statusReason') for j in jobs]}")
+    bare_waiting = _batch_calls(proxy.calls(), bare_submitted, time.monotonic())
+
+    def per_minute(calls_by_api: dict, took: float) -> float:
+        return round(sum(calls_by_api.values()) / (took / 60), 1) if took > 0 else 0.0
+
+    ours_waiting_s = end - submitted
+    row = {"parts": width, "seconds": seconds, "ours_s": round(ours, 1), "bare_s": round(bare, 1),
+           "ratio": round(ours / bare, 2), "target_ratio": 1.5,
+           "ours_batch_calls": {k: v for k, v in counts.items() if k.startswith(("batch:", "logs:"))},
+           "ours_waiting_s": round(ours_waiting_s, 1), "ours_waiting_calls": waiting,
+           "ours_waiting_calls_per_minute": per_minute(waiting, ours_waiting_s),
+           "ours_waiting_calls_per_minute_by_api": {k: round(v / (ours_waiting_s / 60), 1)
+                                                    for k, v in waiting.items()},
+           "bare_waiting_calls": bare_waiting,
+           "bare_waiting_calls_per_minute": per_minute(bare_waiting, bare - (bare_submitted - bare_start)),
+           "violations": violations + proxy.violations()}
+    print(f"--wait of {width} parts of {seconds:.0f} s: ours {ours:.1f} s, the same {width} jobs bare (boto3, "
+          f"DescribeJobs once a second) {bare:.1f} s: {row['ratio']}x (target 1.5x); while waiting "
+          f"({ours_waiting_s:.0f} s) ours made {row['ours_waiting_calls_per_minute']} Batch calls a minute "
+          f"({row['ours_waiting_calls_per_minute_by_api']} a minute; {waiting}), bare "
+          f"{row['bare_waiting_calls_per_minute']} ({bare_waiting}); violations {row['violations']}", flush=True)
     return {"batch_wait": row}
 
 

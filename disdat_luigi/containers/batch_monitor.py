@@ -1,11 +1,16 @@
 """One poller for every AWS Batch job this process waits for.
 
 A run that waits for its jobs (``--wait``) follows all of them with DescribeJobs, 100 ids a call, in rounds:
-one round a second while states change, backing off to one every :data:`POLL_MAX` seconds while none do,
-and further while Batch refuses (throttling, an outage). Every waiting node (one thread per Luigi task) reads
-its job's state from the rounds instead of asking Batch itself, so a run of 1,000 jobs makes about ten calls
-a round, not a thousand: Metaflow's users met ``TooManyRequestsException`` with 32 workers each polling its own
-job (Metaflow issue #138), and the account's 50 calls a second are shared with SubmitJob.
+one round a second while states change; while none do, rounds further apart (1.5 times a round) up to one every
+3 s, or every tenth of the time the states have not changed (:data:`QUIET_SHARE`), at most every
+:data:`POLL_MAX` seconds: a job that ends is seen within 3 s, or a tenth of the time it ran quiet (the wall
+time a back-off costs stays a small share of the run's); further apart while Batch refuses (throttling, an
+outage). So a waiting run makes at most one call a second per 100 jobs, and fewer while its jobs run long.
+
+Every waiting node (one thread per Luigi task) reads its job's state from the rounds instead of asking Batch
+itself, so a run of 1,000 jobs makes about ten calls a round, not a thousand: Metaflow's users met
+``TooManyRequestsException`` with 32 workers each polling its own job (Metaflow issue #138), and the account's
+50 calls a second are shared with SubmitJob.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from ..errors import DisdatError, RemoteError
 from .batch_client import BatchClient
 
 POLL_FIRST, POLL_MAX = 1.0, 10.0       # seconds between rounds: while states change / at the most when none do
+POLL_QUIET, QUIET_SHARE = 3.0, 0.1     # ... while none do: this much, or this share of the time since a change
 POLL_REFUSED_MAX = 60.0                # ... while Batch refuses the calls
 GIVE_UP = 600.0                        # seconds of refused rounds before the waiters fail with the reason
 
@@ -89,6 +95,7 @@ class BatchMonitor:
 
     def _poll(self) -> None:
         interval = POLL_FIRST
+        last_change = time.monotonic()
         while True:
             with self._cond:
                 ids = list(self._followed)
@@ -114,10 +121,15 @@ class BatchMonitor:
                 self._looked_at.update((job_id, self._round) for job_id in ids)
                 self._cond.notify_all()
             changed = any(before[job_id] != job.get("status") for job_id, job in described.items())
+            if changed:
+                last_change = time.monotonic()
             if error is not None:
                 interval = min(max(interval, POLL_FIRST) * 2, POLL_REFUSED_MAX)
+            elif changed:
+                interval = POLL_FIRST
             else:
-                interval = POLL_FIRST if changed else min(interval * 1.5, POLL_MAX)
+                quiet = max(POLL_QUIET * POLL_FIRST, QUIET_SHARE * (time.monotonic() - last_change))
+                interval = min(interval * 1.5, quiet, POLL_MAX)
             self._wake.wait(interval)
             self._wake.clear()
             time.sleep(max(0.0, started + POLL_FIRST - time.monotonic()))  # never more than a round a second
