@@ -157,7 +157,8 @@ def build(task, workers: int, url: Optional[str]):
 
     luigi_defaults()
     plan = task.plan()
-    if not task.complete():  # an up-to-date rerun asks nothing of the remote
+    # an up-to-date rerun asks nothing of the remote; a non-blocking run's submission surveys the graph itself
+    if plan.wait and not task.complete():
         completion.survey(plan.remote_url, plan.remote_context, [n.spec.node_id for n in plan.nodes])
     kwargs = dict(local_scheduler=True) if url is None else dict(scheduler_url=url)
     return luigi.build([task], workers=workers, detailed_summary=True,
@@ -267,10 +268,16 @@ def output_bundle(plan: RunPlan):
 
 
 def submitted_jobs(plan: RunPlan) -> List[tuple]:
-    """(node id, pipe class, job id, status) of each node of a non-blocking run, from its run record."""
+    """(node id, pipe class, job id, status) of each node of a non-blocking run: as this process submitted them,
+    else (every node was done, or running, already) from their run records."""
     from ..remotes import open_remote
     from ..runs.store import RunStore, in_parallel
+    from .tasks import SubmitGraph
 
+    submitted = SubmitGraph.submissions.get(plan.run_id)
+    if submitted is not None:
+        return [(s.node.node_id, s.node.pipe_cls, s.job_id, "succeeded" if s.state == "done" else "running")
+                for s in submitted]
     with open_remote(plan.remote_url, plan.remote_context) as remote:
         runs = RunStore(remote)
         records = zip(plan.nodes, in_parallel(runs.record, [n.spec.node_id for n in plan.nodes]))

@@ -352,6 +352,8 @@ class SubmitGraph(_OnRemote):
     backend = luigi.Parameter(significant=False)
     plan: RunPlan = _plan_parameter()
 
+    submissions: Dict[str, list] = {}   # run id -> what this process submitted (what dsdt run then prints)
+
     @classmethod
     def of(cls, plan: RunPlan) -> "SubmitGraph":
         return cls(remote=plan.remote_url, remote_context=plan.remote_context, run_id=plan.run_id,
@@ -399,6 +401,7 @@ class SubmitGraph(_OnRemote):
                                  lambda: credentials_for(plan.remote_url, plan.session_token_seconds,
                                                          backend.long_lived_keys_allowed))
         self._complete = True
+        SubmitGraph.submissions[plan.run_id] = submitted
         for s in submitted:
             logger.info("node %s %s: %s%s", s.node.node_id[:12], s.node.pipe_cls, s.state,
                         f" as job {s.job_id}" if s.job_id else "")

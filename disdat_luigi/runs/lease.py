@@ -12,6 +12,7 @@ one whose version stays the same for LEASE_TTL seconds of the waiter's own clock
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -27,8 +28,10 @@ MAX_LEASE_BYTES = 4096      # a lease is a few hundred bytes: a larger file on t
 RELEASED = b'{"released": true}'
 
 
+@functools.lru_cache(maxsize=1)
 def host_id() -> str:
-    """This machine: hostname plus its machine id, so two hosts both called 'localhost' differ."""
+    """This machine: hostname plus its machine id, so two hosts both called 'localhost' differ (read once: every
+    claim and lease names it)."""
     try:
         machine = open("/etc/machine-id").read().strip()[:12]
     except OSError:
