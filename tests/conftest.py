@@ -468,6 +468,17 @@ def jobs_of(batch, node_id):
 
 
 
+@pytest.fixture
+def runs(tmp_path):
+    """The run records of a fresh file:// remote (remote context ``shared``)."""
+    from disdat_luigi.remotes import open_remote
+    from disdat_luigi.runs.store import RunStore
+
+    remote = open_remote((tmp_path / "remote").as_uri(), "shared")
+    yield RunStore(remote)
+    remote.close()
+
+
 # -- shared by the container tests ------------------------------------------------------------------
 
 @pytest.fixture

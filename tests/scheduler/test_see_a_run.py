@@ -11,20 +11,12 @@ import uuid
 
 import pytest
 
-from conftest import (DSDT, REPO, TEST_PIPES, chromium_dom, luigid_nodes, nodes_started, run_dsdt,
+from conftest import (DSDT, REPO, chromium_dom, luigid_nodes, nodes_started, run_dsdt,
                       wait_until)
 
 EVENT = re.compile(r"^\d\d:\d\d:\d\d (?P<pipe>[\w.]+) (?P<node>[0-9a-f]{12}) (?P<what>.*)$")
 PLAN = re.compile(r"^run [0-9a-f]{32}: [\w.]+ \(\d+ nodes?\) on Local, image sha256:[0-9a-f]{12}(, scheduler \S+)?$")
 SUMMARY = re.compile(r"^run [0-9a-f]{12}: (\d+ [a-z ]+, )*\d+ [a-z ]+ in [\d.]+s$")
-
-
-@pytest.fixture
-def shared(home, cli, tmp_path, test_pipes_image, pipe_root):
-    pipe_root(TEST_PIPES)
-    url = (tmp_path / "remote").as_uri()
-    assert cli("remote", "shared", url).code == 0
-    return url
 
 
 def _terminal(err: str) -> list:
@@ -39,7 +31,7 @@ def _terminal(err: str) -> list:
 
 @pytest.mark.timeout(300)
 def test_a_pipes_own_progress_and_message_reach_luigid_mid_run_and_the_final_message_says_what_happened(
-        shared, home, luigid_url):
+        file_remote, home, luigid_url):
     out = f"steps{uuid.uuid4().hex[:8]}"
     proc = subprocess.Popen([DSDT, "run", "--scheduler-url", luigid_url, "-", out, "talky.Steps", "--steps", "4",
                              "--seconds", "3"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -83,7 +75,8 @@ def test_a_pipes_own_progress_and_message_reach_luigid_mid_run_and_the_final_mes
 
 
 @pytest.mark.timeout(900)
-def test_a_run_of_200_nodes_prints_one_line_per_node_event_and_luigid_groups_them_by_pipe(shared, home, luigid_url):
+def test_a_run_of_200_nodes_prints_one_line_per_node_event_and_luigid_groups_them_by_pipe(file_remote, home,
+                                                                                         luigid_url):
     out = f"wide{uuid.uuid4().hex[:8]}"
     r = run_dsdt("run", "--workers", "4", "--scheduler-url", luigid_url, "-", out, "fan.Join", "--width", "198",
                  cwd=REPO, timeout=800)
@@ -106,7 +99,7 @@ def test_a_run_of_200_nodes_prints_one_line_per_node_event_and_luigid_groups_the
 
 
 @pytest.mark.timeout(400)
-def test_the_report_shows_the_graph_timeline_attempts_and_data_in_chromium(shared, home, tmp_path):
+def test_the_report_shows_the_graph_timeline_attempts_and_data_in_chromium(file_remote, home, tmp_path):
     flag = tmp_path / "remote" / "fail"   # inside the file:// remote, which the containers see at the same path
     flag.parent.mkdir(exist_ok=True)
     flag.touch()
@@ -139,13 +132,13 @@ def test_the_report_shows_the_graph_timeline_attempts_and_data_in_chromium(share
     assert f"<code>{bundle.uuid}</code>" in join and "<pre>" + json.dumps(bundle.data()) + "</pre>" in join
 
 
-def test_a_report_escapes_what_a_crafted_remote_holds(shared, home, tmp_path):
+def test_a_report_escapes_what_a_crafted_remote_holds(file_remote, home, tmp_path):
     from disdat_luigi.remotes import open_remote
     from disdat_luigi.runs.store import RunStore
 
     assert run_dsdt("run", "-", "nap", "slow.Sleep", "--seconds", "0", cwd=REPO).code == 0
     node = home.context().latest("nap").manifest.lineage["run_id"]
-    with open_remote(shared, "shared") as remote:
+    with open_remote(file_remote, "shared") as remote:
         runs = RunStore(remote)
         record = runs.record(node)
         runs.write(type(record)(**{**record.__dict__, "error": '<img id="evil" src=x onerror="alert(1)">'}))
@@ -155,7 +148,7 @@ def test_a_report_escapes_what_a_crafted_remote_holds(shared, home, tmp_path):
     assert "<img" not in dom and '&lt;img id="evil"' in dom   # shown as text, never an element
 
 
-def test_report_of_a_bundle_no_run_made_is_one_line(shared, home, cli, tmp_path):
+def test_report_of_a_bundle_no_run_made_is_one_line(file_remote, home, cli, tmp_path):
     (tmp_path / "f.txt").write_text("x")
     assert cli("add", "plain", tmp_path / "f.txt").code == 0
     r = run_dsdt("report", "plain", "-o", str(tmp_path / "r.html"))
@@ -171,7 +164,7 @@ def test_report_of_a_bundle_no_run_made_is_one_line(shared, home, cli, tmp_path)
                                                  f"{home.context().name} (see `dsdt ls -v`)\n"
 
 
-def test_a_closed_pipe_ends_every_command_quietly(shared, home, cli, tmp_path):
+def test_a_closed_pipe_ends_every_command_quietly(file_remote, home, cli, tmp_path):
     (tmp_path / "f.txt").write_text("x")
     assert cli("add", "plain", tmp_path / "f.txt").code == 0
     assert run_dsdt("run", "-", "nap", "slow.Sleep", "--seconds", "0", cwd=REPO).code == 0

@@ -6,22 +6,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import pytest
 
 from disdat_luigi.containers.job import NodeJob, NodeSpec
-from disdat_luigi.remotes import open_remote
 from disdat_luigi.runs.entrypoint import _this_attempt
 from disdat_luigi.runs.owner import new_record
 from disdat_luigi.runs.store import RunStore
 
 NODE = "ab" * 16
-
-
-@pytest.fixture
-def runs(tmp_path):
-    remote = open_remote((tmp_path / "remote").as_uri(), "shared")
-    yield RunStore(remote)
-    remote.close()
 
 
 def _job(runs: RunStore, attempt: int = 1) -> NodeJob:

@@ -9,28 +9,18 @@ import logging
 import re
 import time
 
-import pytest
 
 from disdat_luigi.chain.events import NodeEvents, luigi_log
 from disdat_luigi.errors import DisdatError
-from disdat_luigi.remotes import open_remote
 from disdat_luigi.report.collect import NodeFacts, Preview, RunReport, _of_value
 from disdat_luigi.report.html import _depths, render
 from disdat_luigi.runs import status as status_module
 from disdat_luigi.runs.record import RunRecord
 from disdat_luigi.runs.status import PipeStatus, StatusWatcher
-from disdat_luigi.runs.store import RunStore
 from disdat_luigi.store.manifest import Manifest
 
 NODE = "a" * 32
 OTHER = "b" * 32
-
-
-@pytest.fixture
-def runs(tmp_path):
-    remote = open_remote((tmp_path / "remote").as_uri(), "ctx")
-    yield RunStore(remote)
-    remote.close()
 
 
 def _counting(runs, method):
