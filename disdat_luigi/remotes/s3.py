@@ -10,7 +10,11 @@ credential chain. Every botocore failure becomes one RemoteError line here.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
+import hashlib
+import os
+import pickle
 import re
 from pathlib import Path
 from typing import Any, BinaryIO, Dict, Iterator, List, Optional, Tuple
@@ -44,6 +48,7 @@ def client_kwargs() -> Dict[str, Any]:
 
 
 _loader = None
+_loader_cache: Optional[Path] = None   # where the S3 model goes once a client is made, when it was not read there
 
 
 def make_session():
@@ -52,6 +57,7 @@ def make_session():
 
     Each call resolves credentials afresh, but all sessions of a process share one data loader, so the S3
     service model is parsed once: a client then costs ~10 ms instead of ~60 ms (a run's chain makes several).
+    The first one of a process reads what botocore parsed for S3 from a cache (see :func:`_read_loader_cache`).
     """
     global _loader
     import botocore.session
@@ -59,9 +65,64 @@ def make_session():
     session = botocore.session.get_session()
     if _loader is None:
         _loader = session.get_component("data_loader")
+        _read_loader_cache(_loader)
     else:
         session.register_component("data_loader", _loader)
     return session
+
+
+def _loader_cache_path(loader) -> Optional[Path]:
+    """The cache file of this botocore's own data (None when other data directories could change it)."""
+    import botocore
+
+    builtin = os.path.realpath(os.path.join(os.path.dirname(botocore.__file__), "data"))
+    if any(os.path.realpath(p) != builtin and os.path.isdir(p) for p in loader.search_paths):
+        return None   # ~/.aws/models or AWS_DATA_PATH: botocore reads them every time, so do we
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    tag = hashlib.sha256(builtin.encode()).hexdigest()[:12]
+    return Path(root) / "disdat-luigi" / f"botocore-{botocore.__version__}-{tag}.pickle"
+
+
+class _DataUnpickler(pickle.Unpickler):
+    """Plain data only (what botocore's JSON files parse to): no class but OrderedDict is ever loaded."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) == ("collections", "OrderedDict"):
+            return collections.OrderedDict
+        raise pickle.UnpicklingError(f"{module}.{name} is not data")
+
+
+def _read_loader_cache(loader) -> None:
+    """Fill botocore's loader with the S3 model, endpoint rules and partitions it parsed in an earlier process:
+    a first client then costs ~0.07 s instead of ~0.16 s of JSON parsing and directory listing (measured on
+    this machine), off every dsdt command that reaches S3. A missing, stale or unreadable cache is (re)written
+    once the first client is made; botocore's version and data directory name the file."""
+    global _loader_cache
+    try:
+        path = _loader_cache_path(loader)
+        if path is None:
+            return
+        with open(path, "rb") as f:
+            cached = _DataUnpickler(f).load()
+        if isinstance(cached, dict) and all(isinstance(k, tuple) for k in cached):
+            loader._cache.update(cached)
+            return
+    except Exception:  # noqa: BLE001 - a cache that cannot be read is rebuilt, never an error
+        pass
+    _loader_cache = path
+
+
+def _write_loader_cache() -> None:
+    global _loader_cache
+    path, _loader_cache = _loader_cache, None
+    if path is None or _loader is None:
+        return
+    try:
+        from ..fsutil import atomic_write
+
+        atomic_write(path, pickle.dumps(dict(_loader._cache), protocol=pickle.HIGHEST_PROTOCOL))
+    except Exception:  # noqa: BLE001 - no cache (a read-only home, a full disk): every start parses the JSON
+        pass
 
 
 def make_client(workers: int, max_attempts: Optional[int] = None, session=None):
@@ -73,7 +134,10 @@ def make_client(workers: int, max_attempts: Optional[int] = None, session=None):
     cfg = Config(max_pool_connections=workers + 4, connect_timeout=10, read_timeout=120,
                  retries={"mode": "standard", "total_max_attempts": attempts},
                  request_checksum_calculation="when_required", response_checksum_validation="when_required")
-    return (session or make_session()).create_client("s3", config=cfg, **client_kwargs())
+    client = (session or make_session()).create_client("s3", config=cfg, **client_kwargs())
+    if _loader_cache is not None:
+        _write_loader_cache()
+    return client
 
 
 def endpoint_of(client) -> str:
