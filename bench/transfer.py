@@ -1,14 +1,16 @@
 """Push/pull speed against s5cmd and aws-cli, side by side on one SeaweedFS server on 127.0.0.1.
 
-    .venv/bin/python bench/transfer.py [--reps N] [--only W1,W2,W3,W3-blobs]
+    .venv/bin/python bench/transfer.py [--reps N] [--only W1,W2,W3,W3-blobs,W4] [--json FILE]
 
 Workloads: W1 2,000 files of 10 KiB, W2 one 256 MiB file, W3 200 files of 1 MB (10^6 bytes: below the
-default 1 MiB pack_threshold, so they travel packed), and W3-blobs, the same with packing off
-(DISDAT_PACK_THRESHOLD=0: one object per file, like the peers). For each, the same data
+default 1 MiB pack_threshold, so they travel packed), W3-blobs, the same with packing off
+(DISDAT_PACK_THRESHOLD=0: one object per file, like the peers), W4 16 files of 64 MiB and W5 one 2 GiB
+file (not in the default set: 4 GiB of disk and minutes a repetition). For each, the same data
 goes up and comes down with `dsdt push`/`dsdt pull` (a fresh context, so nothing is local), `s5cmd cp`
 and `aws s3 cp --recursive`, each into its own fresh prefix, as whole processes (start-up included).
 Then W1 again: a new version with identical files, and one with one changed file. Prints each time
-(median of --reps) and the ratio ours/peer. Each tool first runs once untimed, and every downloaded copy is
+(median of --reps, and the spread: slowest minus fastest) and the ratio ours/peer. Each tool first runs
+once untimed, and every downloaded copy is
 deleted right after it is timed, so that each download writes into recycled page cache: on this VM, memory
 touched for the first time makes writes several times slower, and would otherwise fall on whichever tool
 happens to grow the page cache. The peers come from PyPI into bench/.peers (their own
@@ -41,6 +43,8 @@ WORKLOADS = {
     "W2": ("1 x 256 MiB", {"big.bin": 256 * MiB}),
     "W3": ("200 x 1 MB", {f"f{i:03d}.bin": 1_000_000 for i in range(200)}),
     "W3-blobs": ("200 x 1 MB", {f"f{i:03d}.bin": 1_000_000 for i in range(200)}),
+    "W4": ("16 x 64 MiB", {f"f{i:02d}.bin": 64 * MiB for i in range(16)}),
+    "W5": ("1 x 2 GiB", {"huge.bin": 2048 * MiB}),
 }
 ENV = {"W3-blobs": {"DISDAT_PACK_THRESHOLD": "0"}}
 
@@ -170,7 +174,8 @@ class Bench:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--only", default="W1,W2,W3,W3-blobs")
+    ap.add_argument("--only", default="W1,W2,W3,W3-blobs,W4")
+    ap.add_argument("--json", type=Path, default=HERE / "results" / "transfer.json", help="where results go")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every repetition")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="disdat-bench-"))
@@ -198,9 +203,13 @@ def main() -> int:
                     times["aws"].append(bench.awscli(data))
                     if args.verbose:
                         print(w, {tool: tuple(round(x, 2) for x in runs[-1]) for tool, runs in times.items()})
-                results[w] = {"label": label, **{tool: {"up": statistics.median(t[0] for t in runs),
-                                                         "down": statistics.median(t[1] for t in runs)}
-                                                  for tool, runs in times.items()}}
+                results[w] = {"label": label, **{tool: {d: statistics.median(t[i] for t in runs)
+                                                         for i, d in enumerate(("up", "down"))}
+                                                  for tool, runs in times.items()},
+                              "spread": {tool: {d: max(t[i] for t in runs) - min(t[i] for t in runs)
+                                                for i, d in enumerate(("up", "down"))}
+                                         for tool, runs in times.items()},
+                              "runs": times}
                 if w == "W1":
                     results["W1-incremental"] = bench.incremental(data)
                 bench.drop_context(source)
@@ -208,22 +217,23 @@ def main() -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    print(f"\n{'workload':<22}{'dir':<6}{'ours s':>8}{'s5cmd s':>9}{'aws s':>8}{'ours/s5cmd':>12}{'ours/aws':>10}")
+    print(f"\n{'workload':<24}{'dir':<6}{'ours s':>8}{'s5cmd s':>9}{'aws s':>8}{'ours/s5cmd':>12}{'ours/aws':>10}"
+          f"{'spread ours':>13}{'spread s5cmd':>14}")
     for w, r in results.items():
         if w.endswith("incremental"):
             continue
         for d in ("up", "down"):
             o, s, a = r["ours"][d], r["s5cmd"][d], r["aws"][d]
-            print(f"{w + ' ' + r['label']:<22}{d:<6}{o:>8.2f}{s:>9.2f}{a:>8.2f}{o / s:>12.2f}{o / a:>10.2f}")
+            print(f"{w + ' ' + r['label']:<24}{d:<6}{o:>8.2f}{s:>9.2f}{a:>8.2f}{o / s:>12.2f}{o / a:>10.2f}"
+                  f"{r['spread']['ours'][d]:>13.2f}{r['spread']['s5cmd'][d]:>14.2f}")
     inc = results.get("W1-incremental")
     if inc:
         print(f"\nW1 re-push, identical new version: {inc['unchanged']['seconds']:.2f} s  "
               f"({inc['unchanged']['report']})")
         print(f"W1 re-push, one file changed:      {inc['one_changed']['seconds']:.2f} s  "
               f"({inc['one_changed']['report']})")
-    out = HERE / "results"
-    out.mkdir(exist_ok=True)
-    (out / "transfer.json").write_text(json.dumps(results, indent=1))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=1))
     return 0
 
 

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -24,6 +25,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    # A suite started in the background (`pytest ... &` from a script) ignores Ctrl-C, and so would every dsdt it
+    # starts (an ignored signal is inherited): the Ctrl-C tests would wait for ever. Give it Python's own.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 DSDT = str(Path(sys.executable).parent / "dsdt")
 
 

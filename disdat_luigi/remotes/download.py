@@ -1,95 +1,171 @@
-"""Large-object download: parallel ranged streams written in place, hashed in order as the bytes land.
+"""Large-object download: ranged parts fetched by the transfer's pool, written in place, hashed in order from memory.
 
-Pulled files must be checked against their sha256, and SHA-256 is sequential. s3transfer's ranged download
-either writes parts out of order (then the file must be read again to hash it) or, into a non-seekable
-sink, funnels every byte through one I/O thread. Here each of up to ``streams`` threads reads one
-contiguous range of the object and writes it at its offset, while the calling thread hashes the file in
-order, from the page cache, just behind the writers. On this machine (SeaweedFS on loopback, 256 MiB):
-0.5 s and 0.32 s CPU, against 0.74 s and 0.55 s CPU for s3transfer with a hashing sink. Several streams keep
-the speed on real S3, where one connection tops out near 100 MB/s.
+Pulled files must be checked against their sha256, and SHA-256 is sequential. Every large object of a pull is
+cut into parts of ``PART`` bytes, and every part is one task of the transfer's thread pool: parts of one
+object and of the next ones are fetched at the same time by all the workers, so a single large file gets as
+many connections as the pool has, and the last files of a pull never leave workers idle. A worker writes its
+part at its offset (one ``pwrite`` of the whole part), then keeps it in memory until the object's hash reaches
+it: whichever worker lands the part the hash is waiting for hashes it and every landed part after it, in
+order. So every byte crosses memory once from the socket and is hashed from there: no second read of the file.
+
+Memory is bounded by a window: a part may start only when it is among the ``window`` oldest parts of the pull
+not hashed yet (parts are numbered in the order they are handed to the pool; the oldest never waits, so the
+pool always makes progress), which holds at most ``window x PART`` bytes (:func:`window_for`).
+
+Measured on this machine (2 cores, SeaweedFS on loopback, whole ``dsdt pull`` processes): see bench/transfer.py
+and the closing note of issue 18.
 """
 from __future__ import annotations
 
 import hashlib
 import os
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from ..errors import IntegrityError
 from .base import ObjectStore
 
 MiB = 1024 * 1024
-RANGE_MIN = 64 * MiB    # one stream per 64 MiB, at most ``streams``
-READ = 4 * MiB
+# One ranged GET; an object of more than one part is fetched by several workers at once. Measured pulling 16 x 64
+# MiB from SeaweedFS: the server spends ~1.95 s of CPU with 8 MiB parts, ~1.65 s with 16 MiB, ~1.55 s with 64 MiB
+# (on 2 cores that CPU is the wire's speed); larger parts hold more memory and give one object fewer streams.
+PART = 16 * MiB
 
 
-def range_bounds(size: int, streams: int) -> List[Tuple[int, int]]:
-    """Contiguous [start, end) ranges covering ``size`` bytes: one per RANGE_MIN bytes, at most ``streams``."""
-    n = max(1, min(streams, size // RANGE_MIN))
-    return [(i * size // n, (i + 1) * size // n) for i in range(n)]
+def part_bounds(size: int, part: Optional[int] = None) -> List[Tuple[int, int]]:
+    """Contiguous [start, end) ranges of at most ``part`` (default ``PART``) bytes covering ``size`` bytes (one
+    empty range for 0)."""
+    part = part or PART
+    if size <= 0:
+        return [(0, 0)]
+    return [(start, min(size, start + part)) for start in range(0, size, part)]
 
 
-def download_hashed(store: ObjectStore, key: str, size: int, dst: Path, on_bytes: Callable[[int], None],
-                    streams: int = 4) -> str:
-    """Write object ``key`` (``size`` bytes) to ``dst``; returns the sha256 of what was written."""
-    bounds = range_bounds(size, streams)
-    n = len(bounds)
-    landed = [start for start, _ in bounds]  # range i has bytes [start, landed[i]) on disk
-    cond = threading.Condition()
-    fd = os.open(dst, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        def stream(i: int) -> None:
-            start, end = bounds[i]
-            pos = start
-            with store.open_range(key, start, end - start) as body:
-                while pos < end:
-                    chunk = body.read(min(READ, end - pos))
-                    if not chunk:
-                        raise IntegrityError(f"{key} on the remote is shorter than its manifest says: the remote "
-                                             f"copy is damaged, re-push the bundle from a good copy")
-                    view = memoryview(chunk)
-                    while view:  # a nearly full disk writes less than asked: go on until ENOSPC is raised
-                        written = os.pwrite(fd, view, pos)
-                        view = view[written:]
-                        pos += written
-                    on_bytes(len(chunk))
-                    with cond:
-                        landed[i] = pos
-                        cond.notify_all()
+def window_for(held_bytes: int) -> int:
+    """How many parts may be in flight or waiting to be hashed so that at most ``held_bytes`` are held."""
+    return max(2, held_bytes // PART)
 
-        def ended(f: Future) -> None:
-            with cond:
-                cond.notify_all()
 
-        sha = hashlib.sha256()
-        with ThreadPoolExecutor(n) as pool:
-            futures: List[Future] = [pool.submit(stream, i) for i in range(n)]
-            for f in futures:
-                f.add_done_callback(ended)
-            try:
-                for i, (start, end) in enumerate(bounds):
-                    pos = start
-                    while pos < end:
-                        with cond:
-                            cond.wait_for(lambda: landed[i] > pos or futures[i].done())
-                            ready = landed[i]
-                        if ready <= pos:  # the stream ended without reaching here: it failed
-                            futures[i].result()
-                            raise IntegrityError(f"{key} on the remote is shorter than its manifest says")
-                        while pos < ready:
-                            block = os.pread(fd, min(READ, ready - pos), pos)
-                            if not block:  # never spin on bytes that are not on disk
-                                raise OSError(f"{dst} is shorter than the bytes written to it")
-                            sha.update(block)
-                            pos += len(block)
-            except BaseException:
-                for f in futures:
-                    f.cancel()
-                raise
-            for f in futures:
-                f.result()
-        return sha.hexdigest()
-    finally:
-        os.close(fd)
+def read_range(store: ObjectStore, key: str, start: int, length: int) -> memoryview:
+    """Exactly ``length`` bytes of ``key`` from ``start`` (one request). One ``read`` normally returns them all,
+    copied once from the socket; a short read is retried until the stream ends, and an object that ends early
+    is damaged (a dropped connection is raised by the store as such, never taken for that)."""
+    parts: List[bytes] = []
+    got = 0
+    with store.open_range(key, start, length) as body:
+        while got < length:
+            chunk = body.read(length - got)
+            if not chunk:
+                raise IntegrityError(f"{key} on the remote is shorter than its manifest says: the remote copy is "
+                                     f"damaged, re-push the bundle from a good copy")
+            parts.append(chunk)
+            got += len(chunk)
+    return memoryview(parts[0] if len(parts) == 1 else b"".join(parts))
+
+
+class _Object:
+    """One large object being fetched: its file, its hash, and the parts landed but not yet hashed."""
+
+    def __init__(self, key: str, size: int, dst: Path, on_bytes: Callable[[int], None],
+                 verified: Callable[[str], None], first_seq: int):
+        self.key, self.size, self.dst = key, size, dst
+        self.on_bytes, self.verified = on_bytes, verified
+        self.parts = part_bounds(size)
+        self.first_seq = first_seq
+        self.lock = threading.Lock()
+        self.fd: Optional[int] = None
+        self.sha = hashlib.sha256()
+        self.landed: Dict[int, memoryview] = {}
+        self.next = 0               # the next part to hash
+        self.hashing = False        # a worker is hashing this object now
+        self.finished = False       # verified (or rejected) and closed
+
+    def open(self) -> int:
+        with self.lock:
+            if self.fd is None:
+                self.fd = os.open(self.dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            return self.fd
+
+    def close(self) -> None:
+        with self.lock:
+            fd, self.fd = self.fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+class Downloads:
+    """The large objects of one pull, as part tasks for the pull's pool (see the module's docstring).
+
+    ``add`` returns one task per part, to be run in the order given, by any number of threads; the callback
+    ``verified(sha256)`` of an object runs on the worker that hashed its last part, after its file is closed
+    (it checks the sha256 and raises when wrong). ``abort`` removes every file not verified: call it when the
+    pull fails, after the pool has stopped."""
+
+    def __init__(self, store: ObjectStore, window: int, stopping: Optional[threading.Event] = None):
+        self.store = store
+        self.window = max(1, window)
+        self.stopping = stopping or threading.Event()
+        self.cond = threading.Condition()
+        self.issued = 0                     # parts handed out (sequence numbers 0 .. issued-1)
+        self.oldest = 0                     # every part before this one is hashed
+        self.hashed: set = set()            # parts hashed at or after ``oldest``
+        self.objects: List[_Object] = []
+
+    def add(self, key: str, size: int, dst: Path, on_bytes: Callable[[int], None],
+            verified: Callable[[str], None]) -> List[Callable[[], None]]:
+        obj = _Object(key, size, dst, on_bytes, verified, self.issued)
+        self.issued += len(obj.parts)
+        self.objects.append(obj)
+        return [(lambda i=i: self._part(obj, i)) for i in range(len(obj.parts))]
+
+    def abort(self) -> None:
+        for obj in self.objects:
+            obj.close()
+            if not obj.finished:
+                obj.dst.unlink(missing_ok=True)   # never keep bytes that were not verified
+
+    def _part(self, obj: _Object, i: int) -> None:
+        seq = obj.first_seq + i
+        with self.cond:
+            while seq >= self.oldest + self.window:
+                if self.stopping.is_set():
+                    raise RuntimeError("transfer cancelled")
+                self.cond.wait(0.1)
+        start, end = obj.parts[i]
+        data = read_range(self.store, obj.key, start, end - start) if end > start else memoryview(b"")
+        fd = obj.open()
+        view, pos = data, start
+        while view:  # a nearly full disk writes less than asked: go on until ENOSPC is raised
+            written = os.pwrite(fd, view, pos)
+            view, pos = view[written:], pos + written
+        obj.on_bytes(len(data))
+        with obj.lock:
+            obj.landed[i] = data
+            if obj.hashing:
+                return            # the worker hashing this object takes this part too
+            obj.hashing = True
+        self._hash_landed(obj)
+
+    def _hash_landed(self, obj: _Object) -> None:
+        """Hash the landed parts of ``obj`` in order, as far as they go (one worker at a time per object)."""
+        while True:
+            with obj.lock:
+                data = obj.landed.pop(obj.next, None)
+                if data is None:
+                    obj.hashing = False
+                    return
+            obj.sha.update(data)
+            with self.cond:
+                self.hashed.add(obj.first_seq + obj.next)
+                while self.oldest in self.hashed:
+                    self.hashed.discard(self.oldest)
+                    self.oldest += 1
+                self.cond.notify_all()
+            obj.next += 1
+            if obj.next == len(obj.parts):
+                obj.close()
+                obj.finished = True     # from here on its fate is the callback's: verified, or removed by it
+                obj.verified(obj.sha.hexdigest())
+                return
+

@@ -32,7 +32,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple, TypeVar
 
 from .. import config
 from ..store.context import Bundle, Context, Staging
-from .download import download_hashed
+from .download import Downloads, window_for
 from ..errors import DiskFull, DisdatError, IntegrityError, NotFound, StoreDamaged
 from ..fsutil import disk_space, require_space, sha256_file
 from ..store.manifest import FileEntry, Manifest
@@ -73,13 +73,13 @@ class _Pool:
         self.executor = ThreadPoolExecutor(max_workers=workers)
         self.window = threading.BoundedSemaphore(2 * workers)
         self.futures: List[Future] = []
-        self._stopping = threading.Event()
+        self.stopping = threading.Event()
 
     def acquire(self) -> None:
         """A place in the window; gives up when the pool is being torn down after a failure (the calling
         thread then no longer frees places, and a worker waiting here would wait for ever)."""
         while not self.window.acquire(timeout=0.1):
-            if self._stopping.is_set():
+            if self.stopping.is_set():
                 raise RuntimeError("transfer cancelled")
 
     def submit(self, fn: Callable[..., T], *args) -> None:
@@ -98,9 +98,14 @@ class _Pool:
     def __enter__(self) -> "_Pool":
         return self
 
+    def stop(self) -> None:
+        """After a failure: nothing queued starts, and every task running now has ended when this returns."""
+        self.stopping.set()
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
-            self._stopping.set()
+            self.stopping.set()
         self.executor.shutdown(wait=True, cancel_futures=exc_type is not None)
 
 
@@ -311,16 +316,10 @@ class _Writer:
             self._reject(entry.sha256, "sha256 mismatch")
         self._copies(entry.sha256)
 
-    def from_download(self, download: Callable[[Path], str], entry: FileEntry) -> None:
-        """A large object written to its place by ``download``, which returns the sha256 it wrote."""
-        dst = self.path(entry.sha256)
-        try:
-            good = download(dst) == entry.sha256
-        except BaseException:
-            dst.unlink(missing_ok=True)  # never keep bytes that were not verified
-            raise
-        if not good:
-            dst.unlink()
+    def downloaded(self, entry: FileEntry, sha: str) -> None:
+        """A large object written to its place (by :class:`Downloads`), whose bytes hash to ``sha``."""
+        if sha != entry.sha256:
+            self.path(entry.sha256).unlink()
             self._reject(entry.sha256, "sha256 mismatch")
         self._copies(entry.sha256)
 
@@ -464,21 +463,34 @@ def _fetch_files(ctx: Context, remote: Remote, m: Manifest, staging: Staging, qu
             return fetched
 
         def fetch_blob(e: FileEntry) -> Optional[Fetched]:
-            if e.size <= MULTIPART:
-                return fetch_range(blob_key(e.sha256), [e], 0, e.size)
-            writer.from_download(lambda dst: download_hashed(remote.store, blob_key(e.sha256), e.size, dst,
-                                                             progress.add_bytes), e)
-            counted([e], bytes_shown=True)
-            return None
+            return fetch_range(blob_key(e.sha256), [e], 0, e.size)
+
+        def verified(e: FileEntry) -> Callable[[str], None]:
+            def check(sha: str) -> None:
+                writer.downloaded(e, sha)
+                counted([e], bytes_shown=True)
+            return check
 
         with _Pool(workers) as pool:
-            for e in blobs:
-                pool.submit(fetch_blob, e)
-            for pack, entries in by_pack.items():
-                for run in pack_runs(entries):
-                    start, end = run[0].offset or 0, (run[-1].offset or 0) + run[-1].size
-                    pool.submit(fetch_range, pack_key(pack), run, start, end - start)
-            for fetched in pool.results():
-                if fetched is not None:
-                    write(fetched)
+            large = Downloads(remote.store, window_for(2 * workers * PACK_MAX), pool.stopping)
+            try:
+                for e in blobs:
+                    if e.size <= MULTIPART:
+                        pool.submit(fetch_blob, e)
+                for e in blobs:  # every part of every large blob, in order: all the workers on the first ones
+                    if e.size > MULTIPART:
+                        for task in large.add(blob_key(e.sha256), e.size, writer.path(e.sha256),
+                                              progress.add_bytes, verified(e)):
+                            pool.submit(task)
+                for pack, entries in by_pack.items():
+                    for run in pack_runs(entries):
+                        start, end = run[0].offset or 0, (run[-1].offset or 0) + run[-1].size
+                        pool.submit(fetch_range, pack_key(pack), run, start, end - start)
+                for fetched in pool.results():
+                    if fetched is not None:
+                        write(fetched)
+            except BaseException:
+                pool.stop()
+                large.abort()
+                raise
     return stats

@@ -469,11 +469,12 @@ def test_progress_bar_on_a_terminal(home, bound, cli, tmp_path):
 
 
 def test_large_blob_in_parallel_ranges_is_verified(home, bound, cli, tmp_path, monkeypatch):
-    """A large blob is pulled as several ranged streams open at the same time, which together cover it exactly
-    once (ranges made small: 4 of them); a byte altered in the last range still fails the sha256 check."""
+    """A large blob is pulled as ranged parts, several open at the same time, which together cover it exactly
+    once (parts made 4 MiB: 6 of them); a byte altered in the last part still fails the sha256 check, and no
+    byte of it is kept."""
     from disdat_luigi.remotes import download
 
-    monkeypatch.setattr(download, "RANGE_MIN", 4 * MiB)
+    monkeypatch.setattr(download, "PART", 4 * MiB)
     big = os.urandom(20 * MiB + 12345)
     uuid = _added(cli, "huge", _files(tmp_path / "d", {"huge.bin": big}))
     ctx = home.context()
@@ -512,16 +513,16 @@ def test_large_blob_in_parallel_ranges_is_verified(home, bound, cli, tmp_path, m
     assert stats.bytes == len(big) and pulled.path("d/huge.bin").read_bytes() == big
     assert most_open[0] >= 2, f"the ranges were read one at a time: {ranges}"
     starts = sorted(ranges)
-    assert len(starts) == 4 and len(set(starts)) == 4, starts
+    assert len(starts) == 6 and len(set(starts)) == 6, starts
     assert starts[0][0] == 0 and all(a + n == b for (a, n), (b, _) in zip(starts, starts[1:]))
     assert starts[-1][0] + starts[-1][1] == len(big)
 
     third = second_context(home, cli, bound, name="third")
-    _corrupt_at(bound, key, len(big) - 100)  # in the last of the four ranges
+    _corrupt_at(bound, key, len(big) - 100)  # in the last of the six parts
     ranges.clear()
     with pytest.raises(IntegrityError, match="sha256 mismatch"):
         pull(third, remote, uuid, quiet=True)
-    assert len(ranges) == 4
+    assert len(ranges) == 6
     assert not third.has(uuid) and not any(p.name == "huge.bin" for p in third.path.rglob("*"))
     remote.close()
 

@@ -1,12 +1,23 @@
-"""Pure planning in the transfer engine: packs, ranged-read runs, short reads, download ranges."""
+"""Pure planning in the transfer engine: packs, ranged-read runs, short reads, download parts (and the part
+scheduler over an in-memory store)."""
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import io
 import math
+import os
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from disdat_luigi.remotes.download import RANGE_MIN, range_bounds
+from disdat_luigi.errors import IntegrityError
+from disdat_luigi.remotes import download
+from disdat_luigi.remotes.download import PART, Downloads, part_bounds, window_for
 from disdat_luigi.remotes.transfer import COALESCE_GAP, PACK_MAX, PACK_MIN, pack_runs, plan_packs, read_exactly
 from disdat_luigi.store.manifest import FileEntry
 
@@ -179,37 +190,129 @@ def test_read_exactly_zero_length_reads_nothing():
 
 
 # ---------------------------------------------------------------------------------------------------
-# range_bounds
+# part_bounds and Downloads (large objects as parts of the pull's pool, hashed in order from memory)
 # ---------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("size, streams, expected", [
+@pytest.mark.parametrize("size, part, expected", [
     (0, 4, [(0, 0)]),
     (1, 4, [(0, 1)]),
-    (RANGE_MIN - 1, 4, [(0, RANGE_MIN - 1)]),
-    (RANGE_MIN, 4, [(0, RANGE_MIN)]),
-    (2 * RANGE_MIN + 1, 4, [(0, RANGE_MIN), (RANGE_MIN, 2 * RANGE_MIN + 1)]),
-    (5 * RANGE_MIN, 4, [(0, 5 * RANGE_MIN // 4), (5 * RANGE_MIN // 4, 10 * RANGE_MIN // 4),
-                        (10 * RANGE_MIN // 4, 15 * RANGE_MIN // 4), (15 * RANGE_MIN // 4, 5 * RANGE_MIN)]),
-    (5 * RANGE_MIN, 1, [(0, 5 * RANGE_MIN)]),
-    (5 * RANGE_MIN, 0, [(0, 5 * RANGE_MIN)]),
+    (4, 4, [(0, 4)]),
+    (5, 4, [(0, 4), (4, 5)]),
+    (12, 4, [(0, 4), (4, 8), (8, 12)]),
 ])
-def test_range_bounds_exact(size, streams, expected):
-    assert range_bounds(size, streams) == expected
+def test_part_bounds_exact(size, part, expected):
+    assert part_bounds(size, part) == expected
 
 
-@pytest.mark.parametrize("size", [0, 1, 7, RANGE_MIN - 1, RANGE_MIN, RANGE_MIN + 1, 3 * RANGE_MIN - 1, 5 * RANGE_MIN,
-                                  17 * RANGE_MIN + 12345])
-@pytest.mark.parametrize("streams", [1, 2, 4, 16])
-def test_range_bounds_are_contiguous_and_cover_the_object(size, streams):
-    bounds = range_bounds(size, streams)
-    assert len(bounds) == max(1, min(streams, size // RANGE_MIN))
+@pytest.mark.parametrize("size", [0, 1, 7, PART - 1, PART, PART + 1, 3 * PART - 1, 17 * PART + 12345])
+def test_part_bounds_are_contiguous_and_cover_the_object(size):
+    bounds = part_bounds(size)
     assert bounds[0][0] == 0 and bounds[-1][1] == size
     assert all(end == start for (_, end), (start, _) in zip(bounds, bounds[1:]))
-    assert all(start <= end for start, end in bounds)
-    assert sum(end - start for start, end in bounds) == size
-    if size >= RANGE_MIN:
-        assert all(end - start >= RANGE_MIN for start, end in bounds)
+    assert all(0 < end - start <= PART for start, end in bounds) or size == 0
+    assert len(bounds) == max(1, math.ceil(size / PART))
 
 
-def test_range_min_is_64_mib():
-    assert RANGE_MIN == 64 * MiB
+def test_part_is_16_mib_and_the_window_holds_at_least_two():
+    assert PART == 16 * MiB
+    assert window_for(0) == 2 and window_for(160 * MiB) == 10
+
+
+class PartStore:
+    """open_range over in-memory objects; ``gate(key, start)`` runs before a range is served (to reorder or fail
+    parts), and every range asked is recorded."""
+
+    def __init__(self, objects, gate=lambda key, start: None):
+        self.objects, self.gate, self.asked = objects, gate, []
+        self.lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def open_range(self, key, start, length):
+        with self.lock:
+            self.asked.append((key, start, length))
+        self.gate(key, start)
+        yield io.BytesIO(self.objects[key][start:start + length])
+
+
+def run_parts(downloads, tasks, threads):
+    with ThreadPoolExecutor(threads) as pool:
+        futures = [pool.submit(t) for t in tasks]
+        for f in futures:
+            f.result()
+
+
+@pytest.mark.parametrize("threads", [1, 3, 8])
+def test_downloads_write_and_hash_every_object_in_order_whatever_order_parts_land(tmp_path, monkeypatch, threads):
+    """Parts landing out of order (each waits a random little while) still give every file its exact bytes and
+    sha256, each range asked exactly once, and the verified callback once per object, after its file is closed."""
+    monkeypatch.setattr(download, "PART", 1000)
+    objects = {f"k{i}": os.urandom(n) for i, n in enumerate([5 * 1000 + 3, 1000, 1, 7 * 1000])}
+    rng = random.Random(7)
+    store = PartStore(objects, gate=lambda key, start: time.sleep(rng.random() / 200))
+    downloads = Downloads(store, window=4)
+    done = {}
+    tasks = []
+    for key, data in objects.items():
+        tasks += downloads.add(key, len(data), tmp_path / key, lambda n: None,
+                               lambda sha, key=key: done.setdefault(key, (sha, (tmp_path / key).read_bytes())))
+    run_parts(downloads, tasks, threads)
+    assert done == {k: (hashlib.sha256(d).hexdigest(), d) for k, d in objects.items()}
+    assert sorted(store.asked) == sorted(set(store.asked))
+    assert sum(n for _, _, n in store.asked) == sum(len(d) for d in objects.values())
+    assert all(obj.fd is None and obj.finished for obj in downloads.objects)
+
+
+def test_downloads_hold_at_most_the_window_of_parts(tmp_path, monkeypatch):
+    """With part 0 held back, the other workers fetch at most window - 1 parts after it, then wait."""
+    monkeypatch.setattr(download, "PART", 100)
+    data = os.urandom(100 * 20)
+    release, started = threading.Event(), []
+
+    def gate(key, start):
+        started.append(start)
+        if start == 0:
+            assert release.wait(10)
+
+    store = PartStore({"k": data}, gate)
+    downloads = Downloads(store, window=3)
+    result = []
+    tasks = downloads.add("k", len(data), tmp_path / "k", lambda n: None, result.append)
+    with ThreadPoolExecutor(6) as pool:
+        futures = [pool.submit(t) for t in tasks]
+        time.sleep(0.5)
+        assert sorted(started) == [0, 100, 200]      # parts 0-2 only: the window is full until part 0 lands
+        release.set()
+        for f in futures:
+            f.result()
+    assert result == [hashlib.sha256(data).hexdigest()] and (tmp_path / "k").read_bytes() == data
+
+
+def test_downloads_abort_removes_what_was_not_verified(tmp_path, monkeypatch):
+    """A part that fails leaves its object's file to abort(), which removes it (and only the unverified ones)."""
+    monkeypatch.setattr(download, "PART", 100)
+    good, bad = os.urandom(250), os.urandom(250)
+
+    def gate(key, start):
+        if key == "bad" and start == 200:
+            raise OSError("connection dropped")
+
+    store = PartStore({"good": good, "bad": bad}, gate)
+    downloads = Downloads(store, window=8)
+    verified = []
+    tasks = downloads.add("good", 250, tmp_path / "good", lambda n: None, verified.append)
+    tasks += downloads.add("bad", 250, tmp_path / "bad", lambda n: None, verified.append)
+    with pytest.raises(OSError, match="dropped"):
+        run_parts(downloads, tasks, 1)
+    downloads.abort()
+    assert verified == [hashlib.sha256(good).hexdigest()]
+    assert (tmp_path / "good").read_bytes() == good and not (tmp_path / "bad").exists()
+
+
+def test_a_part_shorter_than_asked_is_a_damaged_object(tmp_path):
+    store = PartStore({"k": b"x" * 10})
+    downloads = Downloads(store, window=2)
+    tasks = downloads.add("k", 20, tmp_path / "k", lambda n: None, lambda sha: None)
+    with pytest.raises(IntegrityError, match="shorter than its manifest says"):
+        run_parts(downloads, tasks, 1)
+    downloads.abort()
+    assert not (tmp_path / "k").exists()
