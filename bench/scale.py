@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -163,7 +164,7 @@ def _stop_all(batch) -> None:
             batch.terminate_job(jobId=job["jobId"], reason="the bench ends")
 
 
-def batch_bench(b, widths, latency) -> dict:
+def batch_bench(b, widths, latency, wait_parts: list) -> dict:
     import boto3
 
     import aws_proxy
@@ -207,7 +208,8 @@ def batch_bench(b, widths, latency) -> dict:
                 print(f"Batch submission, {nodes} nodes, {latency * 1000:.0f} ms a call: ours {ours:.1f} s "
                       f"({row['submit_jobs']} SubmitJob, at most {widest} dependencies a job), bare boto3 one by "
                       f"one {bare:.1f} s; violations {proxy.violations()}", flush=True)
-            out.update(_wait_bench(env, batch, proxy))
+            for parts in wait_parts:
+                out.update(_wait_bench(env, batch, proxy, parts))
         finally:
             _stop_all(batch)
     return out
@@ -235,6 +237,38 @@ def _batch_calls(calls, since: float, until: float) -> dict:
     return out
 
 
+def _timeline(jobs: list, began: float) -> dict:
+    """Per pipe (or barrier): when its jobs were created, started and stopped, seconds after the run began."""
+    groups: dict = {}
+    for j in (j for j in jobs if j["createdAt"] / 1000 >= began):
+        name = j["tags"].get("disdat.pipe_cls") or ("barrier" if "barrier" in j["jobName"] else j["jobName"])
+        groups.setdefault(name, []).append(j)
+    def span(js, field):
+        stamps = [j.get(field, 0) for j in js]
+        return [round(min(stamps) / 1000 - began, 1) if all(stamps) else None,
+                round(max(stamps) / 1000 - began, 1) if all(stamps) else None]
+    fields = ("createdAt", "startedAt", "stoppedAt")
+    return {name: {"jobs": len(js), **{field[:-2]: span(js, field) for field in fields}}
+            for name, js in groups.items()}
+
+
+def _part_cpu(jobs: list) -> float:
+    """The CPU seconds one part's container spends besides its nap: a finished Nap job's own command and
+    environment run again with ``docker run`` (its nap set to 0 s), timed by getrusage inside the container."""
+    import docker
+
+    job = next(j for j in jobs if j["tags"].get("disdat.pipe_cls") == "wide.Nap" and j["status"] == "SUCCEEDED")
+    node_job = json.loads(job["container"]["command"][1])
+    node_job["node"]["params"]["seconds"] = "0.0"
+    timer = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
+             "r = resource.getrusage(resource.RUSAGE_CHILDREN); print(r.ru_utime + r.ru_stime)")
+    out = docker.from_env().containers.run(
+        node_job["image"], ["-c", timer, "/opt/disdat/bin/dsdt-entrypoint", "--job", json.dumps(node_job)],
+        entrypoint="python3", environment={e["name"]: e["value"] for e in job["container"]["environment"]},
+        network_mode="host", remove=True, stderr=False)
+    return float(out.decode().split()[-1])
+
+
 def _wait_bench(env, batch, proxy, width=24, seconds=20.0) -> dict:
     """Ours: ``wide.Naps --width 24 --seconds 20 --wait``. The peer: the same run done bare, 24 jobs of the same
     image (without our entrypoint) sleeping as long, submitted at once with boto3 through the same proxy and
@@ -243,12 +277,15 @@ def _wait_bench(env, batch, proxy, width=24, seconds=20.0) -> dict:
 
     proxy.reset()
     start = time.monotonic()
-    ours = _dsdt(env, "run", "--wait", "--use-aws-session-token", "3600", "-", "naps", "wide.Naps",
+    ours = _dsdt(env, "run", "--wait", "--force", "--use-aws-session-token", "3600", "-", f"naps{width}", "wide.Naps",
                  "--width", str(width), "--seconds", str(seconds))
     end = time.monotonic()
     calls, counts, violations = proxy.calls(), proxy.counts(), proxy.violations()
     submitted = max((t for t, op in calls if op == "batch:SubmitJob"), default=start)
     waiting = _batch_calls(calls, submitted, end)
+    jobs = _all_jobs(batch)
+    timeline = _timeline(jobs, time.time() - (end - start))
+    part_cpu = _part_cpu(jobs)
 
     nap = ["python3", "-c", f"import time; time.sleep({seconds})"]
     definition = batch.register_job_definition(
@@ -286,21 +323,32 @@ def _wait_bench(env, batch, proxy, width=24, seconds=20.0) -> dict:
                                                     for k, v in waiting.items()},
            "bare_waiting_calls": bare_waiting,
            "bare_waiting_calls_per_minute": per_minute(bare_waiting, bare - (bare_submitted - bare_start)),
-           "violations": violations + proxy.violations()}
+           "violations": violations + proxy.violations(), "ours_timeline": timeline,
+           # what the parts' own start and end cost this machine: each part's container (imports, the S3 client,
+           # its records and output) takes part_cpu_s of CPU, and all of them start at once on os.cpu_count()
+           # cores; on Batch each job has its own vCPUs
+           "part_cpu_s": round(part_cpu, 2), "cores": os.cpu_count(),
+           "parts_cpu_on_these_cores_s": round(width * part_cpu / os.cpu_count(), 1)}
     print(f"--wait of {width} parts of {seconds:.0f} s: ours {ours:.1f} s, the same {width} jobs bare (boto3, "
           f"DescribeJobs once a second) {bare:.1f} s: {row['ratio']}x (target 1.5x); while waiting "
           f"({ours_waiting_s:.0f} s) ours made {row['ours_waiting_calls_per_minute']} Batch calls a minute "
           f"({row['ours_waiting_calls_per_minute_by_api']} a minute; {waiting}), bare "
-          f"{row['bare_waiting_calls_per_minute']} ({bare_waiting}); violations {row['violations']}", flush=True)
-    return {"batch_wait": row}
+          f"{row['bare_waiting_calls_per_minute']} ({bare_waiting}); violations {row['violations']}; each part's "
+          f"container spends {row['part_cpu_s']} s of CPU: {width} of them {row['parts_cpu_on_these_cores_s']} s on "
+          f"{row['cores']} cores; ours by pipe, "
+          f"seconds after the run began [first, last]: {timeline}", flush=True)
+    return {f"batch_wait_{width}": row}
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--widths", default="100,1000", help="fan widths (default 100,1000)")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--wait-parts", default="8,24",
+                   help="parts of the --wait runs (default 8,24: on a small machine 24 jobs share its few cores)")
     p.add_argument("--latency", type=float, default=0.02, help="seconds added to every remote request")
-    p.add_argument("--only", default="local,luigid,requests,batch")
+    p.add_argument("--only", default="local,luigid,requests,batch",
+                   help="parts to run; `wait` alone runs only the --wait part of `batch`")
     args = p.parse_args()
     widths = [int(w) for w in args.widths.split(",")]
     only = set(args.only.split(","))
@@ -312,8 +360,9 @@ def main() -> int:
             results.update(luigid_ui(b, max(widths), args.workers))
         if "requests" in only:
             results.update(requests_per_node(b, min(widths), args.workers, args.latency))
-        if "batch" in only:
-            results.update(batch_bench(b, widths, args.latency))
+        if only & {"batch", "wait"}:
+            results.update(batch_bench(b, widths if "batch" in only else [], args.latency,
+                                        [int(n) for n in args.wait_parts.split(",")]))
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     (out / "scale.json").write_text(json.dumps(results, indent=1))

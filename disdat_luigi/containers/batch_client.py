@@ -57,7 +57,11 @@ def aws_errors(service: str) -> Iterator[None]:
 
 
 class Pacer:
-    """At most ``rate`` calls a second, spread evenly, across every thread that shares it."""
+    """``rate`` calls a second, spread evenly, across every thread that shares it. A slot a caller came too
+    late for is made up by the next callers, up to ``CATCH_UP`` of them at once: so that the threads' own delays
+    do not lower the rate, while no second ever sees more than ``rate + CATCH_UP`` calls."""
+
+    CATCH_UP = 4
 
     def __init__(self, rate: float):
         self.interval = 1.0 / rate
@@ -67,7 +71,7 @@ class Pacer:
     def wait(self) -> None:
         with self._lock:
             now = time.monotonic()
-            start = max(now, self._next)
+            start = max(now - self.CATCH_UP * self.interval, self._next)
             self._next = start + self.interval
         if start > now:
             time.sleep(start - now)

@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Callable, Dict, List, Optional, Sequence
 from urllib.parse import urlparse
 
@@ -82,27 +82,43 @@ def inline(job_json: str) -> List[str]:
     return ["--job", job_json]
 
 
-def run_request(job: NodeJob, image: str, secrets: Dict[str, str], depends_on: Sequence[str] = (),
-                attempt: int = 1, arguments: Callable[[str], List[str]] = inline,
-                settings: Optional[RunSettings] = None) -> RunRequest:
-    """The request that runs ``job`` (as its ``attempt``) in ``image`` (an image reference the backend can
-    run), after the jobs ``depends_on`` (backends that chain jobs themselves), with the pipe's ``settings``
-    (its resources, timeout and attempts; ``[run]``'s when not given). ``arguments`` turns the job's
-    description into the entrypoint's arguments (inline, or a copy on the remote when it is large)."""
-    settings = settings or defaults()
-    job = replace(job, attempt=attempt)
+@dataclass(frozen=True)
+class HostSettings:
+    """What every node's request of a run takes from the host's settings: read once for a graph (a region
+    lookup builds a botocore session; each setting stats luigi.cfg), not once for each of its nodes."""
+    environment: Dict[str, str]
+    labels: Dict[str, str]
+
+
+def host_settings(remote_url: str) -> HostSettings:
+    """The container's environment for a remote (transfer settings; the S3 region and endpoint) and [run]
+    labels."""
     env: Dict[str, str] = {config.env_name("disdat", k): str(config.get("disdat", k)) for k in _PASSED_SETTINGS}
-    if urlparse(job.remote_url).scheme == "s3":
+    if urlparse(remote_url).scheme == "s3":
         env["AWS_DEFAULT_REGION"] = region()
         endpoint = s3_endpoint()
         if endpoint:
             env["AWS_ENDPOINT_URL_S3"] = endpoint
+    return HostSettings(env, config.get("run", "labels"))
+
+
+def run_request(job: NodeJob, image: str, secrets: Dict[str, str], depends_on: Sequence[str] = (),
+                attempt: int = 1, arguments: Callable[[str], List[str]] = inline,
+                settings: Optional[RunSettings] = None, host: Optional[HostSettings] = None) -> RunRequest:
+    """The request that runs ``job`` (as its ``attempt``) in ``image`` (an image reference the backend can
+    run), after the jobs ``depends_on`` (backends that chain jobs themselves), with the pipe's ``settings``
+    (its resources, timeout and attempts; ``[run]``'s when not given) and the ``host`` settings of its run
+    (read now when not given). ``arguments`` turns the job's description into the entrypoint's arguments
+    (inline, or a copy on the remote when it is large)."""
+    settings = settings or defaults()
+    host = host or host_settings(job.remote_url)
+    job = replace(job, attempt=attempt)
     node = job.node
     return RunRequest(
-        image=image, args=arguments(job.to_json()), environment=env, secrets=secrets,
+        image=image, args=arguments(job.to_json()), environment=dict(host.environment), secrets=secrets,
         name=f"disdat-{node.node_id[:12]}-{os.urandom(3).hex()}", family=node.pipe_cls.rpartition(".")[0],
         remote_url=job.remote_url, depends_on=list(depends_on),
-        labels={**config.get("run", "labels"), "disdat.node_id": node.node_id, "disdat.run_id": job.run_id,
+        labels={**host.labels, "disdat.node_id": node.node_id, "disdat.run_id": job.run_id,
                 "disdat.pipe_cls": node.pipe_cls, "disdat.remote": f"{job.remote_url} {job.remote_context}"},
         timeout=settings.timeout, resources=Resources(settings.vcpus, settings.memory, settings.gpus),
         attempts=settings.attempts)

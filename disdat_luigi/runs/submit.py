@@ -28,7 +28,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from ..containers.backend import INFRASTRUCTURE, Backend, Job
 from ..containers.backend import INTERRUPTED as INTERRUPTED_CAUSE
 from ..containers.job import NodeJob, NodeSpec
-from ..containers.request import run_request
+from ..containers.request import host_settings, run_request
 from ..errors import DisdatError
 from ..pipe.settings import RunSettings
 from .owner import CLAIM_PATIENCE, NodeOwner, age
@@ -153,6 +153,7 @@ class _GraphSubmission:
         self.jobs = {job.node.node_id: (job, image, settings) for job, image, settings in jobs}
         self.order = [job.node.node_id for job, _, _ in jobs]
         self.backend, self.runs, self.credentials = backend, runs, credentials
+        self.host = host_settings(jobs[0][0].remote_url) if jobs else None
         self.stopping = threading.Event()
         self.mine: Dict[str, str] = {}      # node id -> job id submitted by this submission
 
@@ -207,7 +208,8 @@ class _GraphSubmission:
             claim, claim_version = claimed
             try:
                 submitted = self.backend.submit(run_request(job, image, self.credentials, [j for j in upstream if j],
-                                                            claim.attempt, self.runs.job_arguments, settings))
+                                                            claim.attempt, self.runs.job_arguments, settings,
+                                                            self.host))
             except BaseException as exc:
                 why = str(exc).splitlines()[0] if isinstance(exc, DisdatError) else f"{type(exc).__name__}: {exc}"
                 self.runs.write_if(claim.finished(FAILED, f"its {self.backend.job_word} could not be submitted: "
