@@ -44,6 +44,16 @@ def make_bucket(s3, name: str) -> str:
     return f"s3://{name}/remote"
 
 
+def write_results(name: str, results: dict) -> Path:
+    """A bench's results as ``bench/results/<name>.json`` (ignored by git)."""
+    import json
+
+    out = REPO / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(results, indent=1))
+    return out / f"{name}.json"
+
+
 def timed(cmd: list, env: dict) -> float:
     start = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)

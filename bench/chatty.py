@@ -13,7 +13,6 @@ whole log into memory and logged every line took 63 s and 425 MB for 5 MB.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -23,7 +22,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO / "scripts"))
 
-from bench_env import DSDT, container_bench, timed  # noqa: E402
+from bench_env import DSDT, container_bench, timed, write_results  # noqa: E402
 
 PRINT = ("import sys; line = '0123456789 chatty line\\n'; w = sys.stdout.write\n"
          "for _ in range(int({mb} * 1_000_000 / len(line))): w(line)")
@@ -66,9 +65,7 @@ def main() -> int:
             more = f", {o - silent:+.2f} s over printing nothing" if silent is not None and mb else ""
             print(f"{mb:g} MB of lines: dsdt run {o:.2f} s, docker run --rm {p:.2f} s (ratio {o / p:.2f}){more}; "
                   f"dsdt's peak memory {peak:.0f} MB", flush=True)
-    out = HERE / "results"
-    out.mkdir(exist_ok=True)
-    (out / "chatty.json").write_text(json.dumps(results, indent=1))
+    write_results("chatty", results)
     return 0
 
 

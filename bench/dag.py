@@ -14,7 +14,6 @@ luigi) also pays.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -25,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO / "scripts"))
 
-from bench_env import DSDT, container_bench, make_bucket, timed  # noqa: E402
+from bench_env import DSDT, container_bench, make_bucket, timed, write_results  # noqa: E402
 
 NODES = 16
 BARE = "print(sum(x * 3 for x in range(1000)))"
@@ -81,12 +80,9 @@ def main() -> int:
           f"{(a - c) / NODES:.2f} s   ratio: {a / c:.2f}")
     print(f"of which importing the pipe module (luigi with it): {i - c / NODES:.2f} s   "
           f"(a bare docker run importing it: {i:.2f} s)")
-    out = HERE / "results"
-    out.mkdir(exist_ok=True)
-    (out / f"dag_{args.remote}.json").write_text(json.dumps(
-        {"one_worker": t1, "two_workers": t2, "docker_run_one_at_a_time": p1, "docker_run_two_at_a_time": p2,
-         "docker_run_importing_the_pipe": imp},
-        indent=1))
+    write_results(f"dag_{args.remote}", {
+        "one_worker": t1, "two_workers": t2, "docker_run_one_at_a_time": p1, "docker_run_two_at_a_time": p2,
+        "docker_run_importing_the_pipe": imp})
     return 0
 
 

@@ -11,7 +11,6 @@ up-to-date rerun (`dsdt run` without --force: the chain is already complete, not
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO / "scripts"))
 
-from bench_env import DSDT, container_bench, make_bucket, timed  # noqa: E402
+from bench_env import DSDT, container_bench, make_bucket, timed, write_results  # noqa: E402
 
 BARE = ("import collections, glob, re; c = collections.Counter(w for p in sorted(glob.glob('/data/*.txt')) "
         "for w in re.findall(r\"[a-z']+\", open(p).read().lower())); print(sum(c.values()), c.most_common(10))")
@@ -62,10 +61,7 @@ def main() -> int:
     print(f"docker run --rm (same image, same work):      {p:6.2f} s")
     print(f"overhead: {o - p:.2f} s   ratio ours/docker run: {o / p:.2f}")
     print(f"up-to-date rerun (nothing runs):              {n:6.2f} s")
-    out = HERE / "results"
-    out.mkdir(exist_ok=True)
-    (out / f"run_overhead_{args.remote}.json").write_text(json.dumps(
-        {"ours": ours, "docker_run": peer, "noop_rerun": noop}, indent=1))
+    write_results(f"run_overhead_{args.remote}", {"ours": ours, "docker_run": peer, "noop_rerun": noop})
     return 0
 
 

@@ -38,7 +38,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO / "scripts"))
 
-from bench_env import DSDT, container_bench, make_bucket, timed  # noqa: E402
+from bench_env import DSDT, container_bench, make_bucket, timed, write_results  # noqa: E402
 
 BARE = "print(sum(x * 3 for x in range(1000)))"
 IMPORTING = "import wide; " + BARE   # the same, importing the pipe module (and so luigi) as any run of it must
@@ -362,10 +362,8 @@ def main() -> int:
             results.update(requests_per_node(b, min(widths), args.workers, args.latency))
         if only & {"batch", "wait"}:
             results.update(batch_bench(b, widths if "batch" in only else [], args.latency,
-                                        [int(n) for n in args.wait_parts.split(",")]))
-    out = HERE / "results"
-    out.mkdir(exist_ok=True)
-    (out / "scale.json").write_text(json.dumps(results, indent=1))
+                                        [int(n) for n in args.wait_parts.split(",") if n]))
+    write_results("scale", results)
     return 0
 
 
