@@ -85,6 +85,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 130
 
 
+def console() -> int:
+    """The ``dsdt`` console script."""
+    from ..console import console as ending_fast
+
+    return ending_fast(main)
+
+
 def _quiet_stdout() -> None:
     """stdout's reader is gone: whatever is still buffered goes nowhere, so that Python's flush at exit does not
     print a second BrokenPipeError."""
@@ -94,4 +101,4 @@ def _quiet_stdout() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console())

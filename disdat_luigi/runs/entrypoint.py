@@ -295,5 +295,12 @@ def _run(job: NodeJob, remote, runs) -> tuple:
     return bundle.uuid, inputs
 
 
+def console() -> int:
+    """The ``dsdt-entrypoint`` console script."""
+    from ..console import console as ending_fast
+
+    return ending_fast(main)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console())
