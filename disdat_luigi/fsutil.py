@@ -66,6 +66,11 @@ def sha256_file(path: Path) -> Tuple[str, int]:
         return _hash_stream(f)
 
 
+def user_cache() -> Path:
+    """disdat-luigi's directory in the user's cache (``$XDG_CACHE_HOME`` or ``~/.cache``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "disdat-luigi"
+
+
 # ---------------------------------------------------------------------------------------------------
 # full disks: one line saying what, where and how much, instead of a traceback or a hang
 # ---------------------------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import os
 import shlex
 import shutil
 import subprocess
@@ -26,6 +25,7 @@ from .. import config
 from . import registry
 from .docker_engine import docker_client
 from ..errors import DisdatError, NotFound
+from ..fsutil import user_cache
 from ..pipe.loader import code_version, content_hash, files_of, pipe_modules
 
 LABEL_IMAGE = "disdat.image_hash"
@@ -44,7 +44,9 @@ RUN /opt/disdat/bin/pip install -q --no-index --find-links /tmp/wheels/reqs --fi
     -r /tmp/requirements.txt
 COPY wheels/app /tmp/wheels/app
 RUN /opt/disdat/bin/pip install -q --no-index --no-deps /tmp/wheels/app/*.whl && rm -rf /tmp/wheels
-ENV PATH=/opt/disdat/bin:$PATH DISDAT_PIPE_ROOT=/pipe_root PYTHONPATH=/pipe_root HOME=/tmp DISDAT_HOME=/tmp/disdat
+ENV PATH=/opt/disdat/bin:$PATH DISDAT_PIPE_ROOT=/pipe_root PYTHONPATH=/pipe_root HOME=/tmp DISDAT_HOME=/tmp/disdat \
+    DISDAT_BOTOCORE_DATA=/opt/disdat/botocore-data
+RUN python -m disdat_luigi.remotes.botocore_data
 COPY pipe_root /pipe_root
 ENTRYPOINT ["dsdt-entrypoint"]
 LABEL {labels}
@@ -123,8 +125,7 @@ def _source_tree() -> Optional[Path]:
 
 
 def wheel_cache() -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "disdat-luigi" / "wheels"
+    return user_cache() / "wheels"
 
 
 def _pip_wheel(dest: Path, args: List[str]) -> None:

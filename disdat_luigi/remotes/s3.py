@@ -50,17 +50,18 @@ def make_session():
     """A botocore session: the same credential chain and environment (AWS_PROFILE, AWS_ENDPOINT_URL, ...) as
     boto3's, without importing boto3 and s3transfer up front (~0.05 s off every dsdt push/pull).
 
-    Each call resolves credentials afresh, but all sessions of a process share one data loader, so the S3
-    service model is parsed once: a client then costs ~10 ms instead of ~60 ms (a run's chain makes several).
+    Each call resolves credentials afresh, but all sessions of a process share one data loader over
+    botocore's data for our services only (botocore_data.py), so models are found without listing every
+    service and parsed once: a client then costs ~10 ms instead of ~60 ms (a run's chain makes several).
     """
     global _loader
     import botocore.session
 
     session = botocore.session.get_session()
     if _loader is None:
-        _loader = session.get_component("data_loader")
-    else:
-        session.register_component("data_loader", _loader)
+        from .botocore_data import loader_for
+        _loader = loader_for(session)
+    session.register_component("data_loader", _loader)
     return session
 
 

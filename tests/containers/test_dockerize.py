@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import urllib.request
 
 import pytest
@@ -109,3 +110,15 @@ def test_push_to_a_registry(test_pipes_image, docker_ready, registry, untag):
     assert r.out.splitlines()[-1] == f"pushed {name}"
     with urllib.request.urlopen(f"http://{registry}/v2/{IMAGE_PREFIX}/disdat-slow/tags/list", timeout=10) as resp:
         assert json.loads(resp.read()) == {"name": f"{IMAGE_PREFIX}/disdat-slow", "tags": ["latest"]}
+
+
+def test_the_image_holds_botocores_data_for_our_services(test_pipes_image):
+    """A node's container finds the copy made at build time (it runs as the host's user, who could not make
+    it), so its first client skips botocore's listing of every service."""
+    code = ("from disdat_luigi.remotes import botocore_data, s3; made = botocore_data.location().is_dir(); "
+            "print(made, type(s3.make_session().get_component('data_loader')).__name__)")
+    proc = subprocess.run(["docker", "run", "--rm", "--user", "12345", "--entrypoint", "python",
+                           f"{IMAGE_PREFIX}/disdat-slow:latest", "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "TrimmedLoader"]
