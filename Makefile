@@ -25,7 +25,10 @@ demo: venv system
 
 # Every tier: unit/ (no services), store/ (local store, remotes, API), containers/ (Docker), scheduler/
 # (luigid, Chromium), batch/ (moto's AWS Batch). `make unit` runs the fast tier alone (seconds, no services).
+# The package is compiled first: the tests start ~2,000 dsdt processes, and under PYTHONDONTWRITEBYTECODE=1
+# each would compile every module it imports again.
 test: venv system
+	$(BIN)/python -m compileall -q disdat_luigi > /dev/null
 	$(BIN)/python scripts/services.py with-docker -- $(BIN)/pytest $(PYTEST_ARGS)
 
 unit: venv

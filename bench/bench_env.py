@@ -1,6 +1,7 @@
 """What the benchmarks share: a scratch environment for dsdt on the bench's own servers, and a timer."""
 from __future__ import annotations
 
+import compileall
 import contextlib
 import os
 import shutil
@@ -15,8 +16,16 @@ DSDT = str(Path(sys.executable).parent / "dsdt")
 REPO = Path(__file__).resolve().parent.parent
 
 
+def as_installed() -> None:
+    """Our package's bytecode, compiled as pip compiles it at install time: from a checkout run with
+    PYTHONDONTWRITEBYTECODE=1 (as this machine's shells are), every dsdt process would compile every module
+    it imports again (~0.05-0.1 s a process), where the peers' own installs are compiled."""
+    compileall.compile_dir(str(REPO / "disdat_luigi"), quiet=1)
+
+
 def bench_env(work: Path, s3, pipe_root: Path) -> dict:
     """dsdt's environment for a benchmark: its own home and image names, the bench's S3 server, host network."""
+    as_installed()
     return dict(os.environ, DISDAT_HOME=str(work / "home"), DISDAT_PIPE_ROOT=str(pipe_root),
                 DISDAT_DOCKERIZE_REPOSITORY_PREFIX=f"disdat-bench-{os.getpid()}", DISDAT_RUN_NETWORK_MODE="host",
                 AWS_ENDPOINT_URL=s3.endpoint, AWS_ACCESS_KEY_ID=s3.access_key, AWS_SECRET_ACCESS_KEY=s3.secret_key,

