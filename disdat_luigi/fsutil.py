@@ -13,6 +13,29 @@ from typing import BinaryIO, Iterator, Optional, Tuple
 from .errors import DiskFull
 
 CHUNK = 1 << 20
+# Large writes go to the kernel in slices of this size. On a VM that hands free memory back to its host (free page
+# reporting: cloud VMs, Firecracker), one large write lands in large page-cache folios made of exactly those
+# blocks, and every first touch faults them back in: measured here, 1 GiB written in 16 MiB writes cost 1.9-2.2 s
+# of system time, in 256 KiB writes 0.4-0.55 s (1 MiB is already too large). s5cmd writes 32 KiB at a time.
+WRITE_SLICE = 256 * 1024
+
+
+def write_at(fd: int, data, pos: int) -> None:
+    """Write all of ``data`` at ``pos`` of ``fd``, in slices of :data:`WRITE_SLICE` (a nearly full disk writes
+    less than asked: go on until ENOSPC is raised)."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view[:WRITE_SLICE], pos)
+        view, pos = view[written:], pos + written
+
+
+def write_new(path: Path, data) -> None:
+    """``path`` created (or truncated) with ``data`` as its content, written by :func:`write_at`."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+    try:
+        write_at(fd, data, 0)
+    finally:
+        os.close(fd)
 
 
 def atomic_write(path: Path, data: bytes) -> None:

@@ -3,10 +3,13 @@
 Pulled files must be checked against their sha256, and SHA-256 is sequential. Every large object of a pull is
 cut into parts of ``PART`` bytes, and every part is one task of the transfer's thread pool: parts of one
 object and of the next ones are fetched at the same time by all the workers, so a single large file gets as
-many connections as the pool has, and the last files of a pull never leave workers idle. A worker writes its
-part at its offset (one ``pwrite`` of the whole part), then keeps it in memory until the object's hash reaches
-it: whichever worker lands the part the hash is waiting for hashes it and every landed part after it, in
-order. So every byte crosses memory once from the socket and is hashed from there: no second read of the file.
+many connections as the pool has, and the last files of a pull never leave workers idle. A worker reads its
+part from the socket in slices of ``WRITE_SLICE`` and writes each at its offset as it comes (large writes are
+slow on VMs, see :data:`~disdat_luigi.fsutil.WRITE_SLICE`). The part the object's hash is waiting for is hashed
+slice by slice as it arrives; any other part is kept in memory until the hash reaches it: whichever worker
+lands the part the hash is waiting for hashes it and every landed part after it, in order. So every byte
+crosses memory once from the socket and is hashed from there: no second read of the file, and the hash of an
+object ends about when its last byte lands.
 
 Memory is bounded by a window: a part may start only when it is among the ``window`` oldest parts of the pull
 not hashed yet (parts are numbered in the order they are handed to the pool; the oldest never waits, so the
@@ -21,9 +24,10 @@ import hashlib
 import os
 import threading
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 from ..errors import IntegrityError
+from ..fsutil import WRITE_SLICE, write_at
 from .base import ObjectStore
 
 MiB = 1024 * 1024
@@ -47,21 +51,19 @@ def window_for(held_bytes: int) -> int:
     return max(2, held_bytes // PART)
 
 
-def read_range(store: ObjectStore, key: str, start: int, length: int) -> memoryview:
-    """Exactly ``length`` bytes of ``key`` from ``start`` (one request). One ``read`` normally returns them all,
-    copied once from the socket; a short read is retried until the stream ends, and an object that ends early
-    is damaged (a dropped connection is raised by the store as such, never taken for that)."""
-    parts: List[bytes] = []
+def read_slices(store: ObjectStore, key: str, start: int, length: int) -> Iterator[bytes]:
+    """Exactly ``length`` bytes of ``key`` from ``start`` (one request), in slices of at most ``WRITE_SLICE``
+    bytes, each copied once from the socket. An object that ends early is damaged (a dropped connection is
+    raised by the store as such, never taken for that)."""
     got = 0
     with store.open_range(key, start, length) as body:
         while got < length:
-            chunk = body.read(length - got)
+            chunk = body.read(min(WRITE_SLICE, length - got))
             if not chunk:
                 raise IntegrityError(f"{key} on the remote is shorter than its manifest says: the remote copy is "
                                      f"damaged, re-push the bundle from a good copy")
-            parts.append(chunk)
             got += len(chunk)
-    return memoryview(parts[0] if len(parts) == 1 else b"".join(parts))
+            yield chunk
 
 
 class _Object:
@@ -76,7 +78,7 @@ class _Object:
         self.lock = threading.Lock()
         self.fd: Optional[int] = None
         self.sha = hashlib.sha256()
-        self.landed: Dict[int, memoryview] = {}
+        self.landed: Dict[int, List[bytes]] = {}
         self.next = 0               # the next part to hash
         self.hashing = False        # a worker is hashing this object now
         self.finished = False       # verified (or rejected) and closed
@@ -133,39 +135,57 @@ class Downloads:
                     raise RuntimeError("transfer cancelled")
                 self.cond.wait(0.1)
         start, end = obj.parts[i]
-        data = read_range(self.store, obj.key, start, end - start) if end > start else memoryview(b"")
         fd = obj.open()
-        view, pos = data, start
-        while view:  # a nearly full disk writes less than asked: go on until ENOSPC is raised
-            written = os.pwrite(fd, view, pos)
-            view, pos = view[written:], pos + written
-        obj.on_bytes(len(data))
         with obj.lock:
-            obj.landed[i] = data
+            hashing = not obj.hashing and obj.next == i   # the hash waits for this part: hash it as it comes
+            obj.hashing = obj.hashing or hashing
+        kept: List[bytes] = []
+        pos = start
+        for chunk in read_slices(self.store, obj.key, start, end - start) if end > start else ():
+            write_at(fd, chunk, pos)
+            pos += len(chunk)
+            if hashing:
+                obj.sha.update(chunk)
+            else:
+                kept.append(chunk)
+        obj.on_bytes(end - start)
+        if hashing:
+            if self._hashed(obj):
+                self._hash_landed(obj)
+            return
+        with obj.lock:
+            obj.landed[i] = kept
             if obj.hashing:
                 return            # the worker hashing this object takes this part too
             obj.hashing = True
         self._hash_landed(obj)
 
+    def _hashed(self, obj: _Object) -> bool:
+        """The part the hash was waiting for is hashed: the window moves on; at the object's last part, its file
+        is closed and checked. Whether the object has more parts."""
+        with self.cond:
+            self.hashed.add(obj.first_seq + obj.next)
+            while self.oldest in self.hashed:
+                self.hashed.discard(self.oldest)
+                self.oldest += 1
+            self.cond.notify_all()
+        obj.next += 1
+        if obj.next < len(obj.parts):
+            return True
+        obj.close()
+        obj.finished = True     # from here on its fate is the callback's: verified, or removed by it
+        obj.verified(obj.sha.hexdigest())
+        return False
+
     def _hash_landed(self, obj: _Object) -> None:
         """Hash the landed parts of ``obj`` in order, as far as they go (one worker at a time per object)."""
         while True:
             with obj.lock:
-                data = obj.landed.pop(obj.next, None)
-                if data is None:
+                kept = obj.landed.pop(obj.next, None)
+                if kept is None:
                     obj.hashing = False
                     return
-            obj.sha.update(data)
-            with self.cond:
-                self.hashed.add(obj.first_seq + obj.next)
-                while self.oldest in self.hashed:
-                    self.hashed.discard(self.oldest)
-                    self.oldest += 1
-                self.cond.notify_all()
-            obj.next += 1
-            if obj.next == len(obj.parts):
-                obj.close()
-                obj.finished = True     # from here on its fate is the callback's: verified, or removed by it
-                obj.verified(obj.sha.hexdigest())
+            for chunk in kept:
+                obj.sha.update(chunk)
+            if not self._hashed(obj):
                 return
-

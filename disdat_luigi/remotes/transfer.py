@@ -34,7 +34,7 @@ from .. import config
 from ..store.context import Bundle, Context, Staging
 from .download import Downloads, window_for
 from ..errors import DiskFull, DisdatError, IntegrityError, NotFound, StoreDamaged
-from ..fsutil import disk_space, require_space, sha256_file
+from ..fsutil import disk_space, require_space, sha256_file, write_new
 from ..store.manifest import FileEntry, Manifest
 from .progress import Listener, Progress
 from . import Remote, transfer_workers
@@ -303,8 +303,7 @@ class _Writer:
             self._reject(entry.sha256, f"the object holds {len(data)} of the {entry.size} bytes its manifest says")
         if hashlib.sha256(data).hexdigest() != entry.sha256:
             self._reject(entry.sha256, "sha256 mismatch")
-        with open(self.path(entry.sha256), "wb") as out:
-            out.write(data)
+        write_new(self.path(entry.sha256), data)
         self._copies(entry.sha256)
 
     def from_local(self, src: Path, entry: FileEntry) -> None:

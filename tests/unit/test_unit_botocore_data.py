@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+import urllib.parse
 
 import botocore.session
 import pytest
@@ -56,9 +57,16 @@ def test_every_client_resolves_as_with_botocores_full_data(copy, aws_env, region
         urls = [_client(loader, "s3", region_name=region, **kwargs).generate_presigned_url(
             "get_object", Params={"Bucket": "my-bucket", "Key": "a/b"}, ExpiresIn=60) for loader in
             (TrimmedLoader(copy), None)]
-        strip = [u.split("X-Amz-Date")[0] for u in urls]
-        assert strip[0] == strip[1]
+        assert _signed_for(urls[0]) == _signed_for(urls[1])
         assert "Signature=" in urls[0]
+
+
+def _signed_for(url: str):
+    """What a presigned URL addresses and how it is signed, without its time and signature."""
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qs(parts.query)
+    return (parts.scheme, parts.netloc, parts.path, sorted(query), query.get("X-Amz-Credential"),
+            query.get("X-Amz-Algorithm"))
 
 
 def test_any_other_service_still_loads_from_botocores_data(copy, aws_env):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from disdat_luigi import fsutil
 from disdat_luigi.errors import IntegrityError
 from disdat_luigi.remotes import download
 from disdat_luigi.remotes.download import PART, Downloads, part_bounds, window_for
@@ -244,8 +245,10 @@ def run_parts(downloads, tasks, threads):
 @pytest.mark.parametrize("threads", [1, 3, 8])
 def test_downloads_write_and_hash_every_object_in_order_whatever_order_parts_land(tmp_path, monkeypatch, threads):
     """Parts landing out of order (each waits a random little while) still give every file its exact bytes and
-    sha256, each range asked exactly once, and the verified callback once per object, after its file is closed."""
+    sha256, each range asked exactly once, and the verified callback once per object, after its file is closed.
+    Parts travel in slices (of 300 bytes here)."""
     monkeypatch.setattr(download, "PART", 1000)
+    _slices_of(300, monkeypatch)
     objects = {f"k{i}": os.urandom(n) for i, n in enumerate([5 * 1000 + 3, 1000, 1, 7 * 1000])}
     rng = random.Random(7)
     store = PartStore(objects, gate=lambda key, start: time.sleep(rng.random() / 200))
@@ -260,6 +263,52 @@ def test_downloads_write_and_hash_every_object_in_order_whatever_order_parts_lan
     assert sorted(store.asked) == sorted(set(store.asked))
     assert sum(n for _, _, n in store.asked) == sum(len(d) for d in objects.values())
     assert all(obj.fd is None and obj.finished for obj in downloads.objects)
+
+
+def _slices_of(size, monkeypatch):
+    monkeypatch.setattr(download, "WRITE_SLICE", size)
+    monkeypatch.setattr(fsutil, "WRITE_SLICE", size)
+
+
+def test_parts_are_written_in_slices_and_the_awaited_part_is_hashed_as_it_comes(tmp_path, monkeypatch):
+    """No write larger than a slice (large writes are slow on VMs); the part the hash waits for is hashed slice by
+    slice as each is read, not once the whole part is in (so an object's hash ends with its last byte)."""
+    monkeypatch.setattr(download, "PART", 1000)
+    _slices_of(256, monkeypatch)
+    data = os.urandom(2500)
+    events = []
+
+    class Body(io.BytesIO):
+        def read(self, n=-1):
+            chunk = super().read(n)
+            events.append(("read", len(chunk)))
+            return chunk
+
+    class Sha:
+        def __init__(self, real=hashlib.sha256):
+            self.real = real()
+
+        def update(self, chunk):
+            events.append(("hash", len(chunk)))
+            self.real.update(chunk)
+
+        def hexdigest(self):
+            return self.real.hexdigest()
+
+    store = PartStore({"k": data})
+    store.open_range = contextlib.contextmanager(lambda key, start, length: (yield Body(data[start:start + length])))
+    monkeypatch.setattr(download.hashlib, "sha256", Sha)
+    writes = []
+    real_pwrite = os.pwrite
+    monkeypatch.setattr(os, "pwrite", lambda fd, b, pos: writes.append(len(b)) or real_pwrite(fd, b, pos))
+    result = []
+    run_parts(None, Downloads(store, window=3).add("k", len(data), tmp_path / "k", lambda n: None, result.append), 1)
+    monkeypatch.undo()
+    assert result == [hashlib.sha256(data).hexdigest()] and (tmp_path / "k").read_bytes() == data
+    assert max(writes) == 256 and sum(writes) == len(data)
+    reads = [n for what, n in events if what == "read"]
+    assert max(reads) == 256 and sum(reads) == len(data)
+    assert events == [e for n in reads for e in (("read", n), ("hash", n))]
 
 
 def test_downloads_hold_at_most_the_window_of_parts(tmp_path, monkeypatch):
@@ -316,3 +365,22 @@ def test_a_part_shorter_than_asked_is_a_damaged_object(tmp_path):
         run_parts(downloads, tasks, 1)
     downloads.abort()
     assert not (tmp_path / "k").exists()
+
+
+def test_files_are_written_in_slices_whatever_the_kernel_takes(tmp_path, monkeypatch):
+    """write_new (a pulled file that came whole, or from a pack) writes at most a slice a call, and goes on after
+    a write that took less (a nearly full disk)."""
+    _slices_of(256, monkeypatch)
+    data = os.urandom(1000)
+    writes = []
+    real_pwrite = os.pwrite
+
+    def pwrite(fd, b, pos):
+        writes.append(len(b))
+        return real_pwrite(fd, bytes(b)[:100] if len(writes) == 2 else b, pos)   # the second write takes 100
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    fsutil.write_new(tmp_path / "f", data)
+    monkeypatch.undo()
+    assert (tmp_path / "f").read_bytes() == data
+    assert writes == [256, 256, 256, 256, 132]
