@@ -9,7 +9,8 @@ file (not in the default set: 4 GiB of disk and minutes a repetition). For each,
 goes up and comes down with `dsdt push`/`dsdt pull` (a fresh context, so nothing is local), `s5cmd cp`
 and `aws s3 cp --recursive`, each into its own fresh prefix, as whole processes (start-up included).
 Then W1 again: a new version with identical files, and one with one changed file. Prints each time
-(median of --reps, and the spread: slowest minus fastest) and the ratio ours/peer. Each tool first runs
+(median of --reps, and the spread: slowest minus fastest) and the ratio ours/peer, then the CPU seconds
+each spent (client user and system, SeaweedFS server; medians). Each tool first runs
 once untimed, and every downloaded copy is
 deleted right after it is timed, so that each download writes into recycled page cache: on this VM, memory
 touched for the first time makes writes several times slower, and would otherwise fall on whichever tool
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -72,13 +74,44 @@ def make_data(root: Path, spec: dict) -> Path:
     return root
 
 
-def timed(cmd: list, env: dict) -> float:
+class Cpu:
+    """CPU seconds spent by the timed command (user, system: its whole process tree) and by the S3 server meanwhile:
+    on 2 cores a transfer is bound by the CPU of both, and the system time (page-cache copies) is what varies
+    most from one run to the next on this VM."""
+    server_pid = 0
+
+    @staticmethod
+    def server() -> float:
+        fields = Path(f"/proc/{Cpu.server_pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")   # utime + stime
+
+    @staticmethod
+    def find_server(data_dir: Path) -> None:
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                if f"-dir={data_dir}".encode() in cmdline.read_bytes().split(b"\0"):
+                    Cpu.server_pid = int(cmdline.parent.name)
+                    return
+            except OSError:
+                continue
+        raise SystemExit(f"bench: no SeaweedFS process serves {data_dir}")
+
+
+CPU: dict = {}   # tool -> direction -> list of (client user, client system, server) seconds, one per timed run
+
+
+def timed(cmd: list, env: dict, tool: str = "", direction: str = "") -> float:
     os.sync()  # no tool pays for another's dirty pages being written back during its run
+    before, server = resource.getrusage(resource.RUSAGE_CHILDREN), Cpu.server()
     start = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise SystemExit(f"bench: {' '.join(cmd[:3])} failed:\n{proc.stdout}\n{proc.stderr}")
+    if tool:
+        CPU.setdefault(tool, {}).setdefault(direction, []).append(
+            (after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime, Cpu.server() - server))
     return elapsed
 
 
@@ -131,27 +164,27 @@ class Bench:
         url = f"s3://{self.bucket}/{self.fresh('ours')}"
         dsdt(self.env, "switch", source)
         dsdt(self.env, "remote", "bench", url)  # a fresh remote: nothing is there yet
-        up = timed([DSDT, "push", "-q", "bundle"], env)
+        up = timed([DSDT, "push", "-q", "bundle"], env, "ours", "up")
         pulled = self.context(url)
-        down = timed([DSDT, "pull", "-q", "bundle"], env)
+        down = timed([DSDT, "pull", "-q", "bundle"], env, "ours", "down")
         self.drop_context(pulled)
         return up, down
 
     def s5(self, data: Path) -> tuple:
         dest = f"s3://{self.bucket}/{self.fresh('s5cmd')}/"
         base = [self.s5cmd, "--endpoint-url", self.endpoint]
-        up = timed(base + ["cp", f"{data}/", dest], self.env)
+        up = timed(base + ["cp", f"{data}/", dest], self.env, "s5cmd", "up")
         out = self.work / self.fresh("s5-down")
-        down = timed(base + ["cp", dest + "*", f"{out}/"], self.env)
+        down = timed(base + ["cp", dest + "*", f"{out}/"], self.env, "s5cmd", "down")
         shutil.rmtree(out)
         return up, down
 
     def awscli(self, data: Path) -> tuple:
         dest = f"s3://{self.bucket}/{self.fresh('aws')}/"
         base = [self.aws, "--endpoint-url", self.endpoint, "s3", "cp", "--recursive", "--only-show-errors"]
-        up = timed(base + [str(data), dest], self.env)
+        up = timed(base + [str(data), dest], self.env, "aws", "up")
         out = self.work / self.fresh("aws-down")
-        down = timed(base + [dest, str(out)], self.env)
+        down = timed(base + [dest, str(out)], self.env, "aws", "down")
         shutil.rmtree(out)
         return up, down
 
@@ -186,6 +219,7 @@ def main() -> int:
         with services.seaweedfs(work / "seaweedfs") as server:
             import boto3
 
+            Cpu.find_server(work / "seaweedfs")
             bucket = "bench"
             boto3.client("s3", endpoint_url=server.endpoint, aws_access_key_id=server.access_key,
                          aws_secret_access_key=server.secret_key, region_name="us-east-1").create_bucket(Bucket=bucket)
@@ -198,6 +232,7 @@ def main() -> int:
                 bench.ours(source, ENV.get(w, {}))
                 bench.s5(data)
                 bench.awscli(data)
+                CPU.clear()
                 times = {"ours": [], "s5cmd": [], "aws": []}
                 for _ in range(args.reps):  # interleaved, so that drift hits every tool alike
                     times["ours"].append(bench.ours(source, ENV.get(w, {})))
@@ -211,7 +246,10 @@ def main() -> int:
                               "spread": {tool: {d: max(t[i] for t in runs) - min(t[i] for t in runs)
                                                 for i, d in enumerate(("up", "down"))}
                                          for tool, runs in times.items()},
-                              "runs": times}
+                              "runs": times,
+                              "cpu": {tool: {d: [statistics.median(run[i] for run in runs) for i in range(3)]
+                                             for d, runs in by_direction.items()}
+                                      for tool, by_direction in CPU.items()}}
                 if w == "W1":
                     results["W1-incremental"] = bench.incremental(data)
                 bench.drop_context(source)
@@ -228,6 +266,12 @@ def main() -> int:
             o, s, a = r["ours"][d], r["s5cmd"][d], r["aws"][d]
             print(f"{w + ' ' + r['label']:<24}{d:<6}{o:>8.2f}{s:>9.2f}{a:>8.2f}{o / s:>12.2f}{o / a:>10.2f}"
                   f"{r['spread']['ours'][d]:>13.2f}{r['spread']['s5cmd'][d]:>14.2f}")
+    print("\nCPU seconds (medians): the command's user + system, and the S3 server's meanwhile")
+    print(f"{'workload':<24}{'dir':<6}" + "".join(f"{t + ' u+s':>16}{'server':>8}" for t in ("ours", "s5cmd")))
+    for w, r in results.items():
+        for d in ("up", "down") if "cpu" in r else ():
+            cpu = [r["cpu"][t][d] for t in ("ours", "s5cmd")]
+            print(f"{w + ' ' + r['label']:<24}{d:<6}" + "".join(f"{u:>8.2f}+{s:<7.2f}{srv:>8.2f}" for u, s, srv in cpu))
     inc = results.get("W1-incremental")
     if inc:
         print(f"\nW1 re-push, identical new version: {inc['unchanged']['seconds']:.2f} s  "

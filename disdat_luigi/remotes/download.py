@@ -1,19 +1,22 @@
-"""Large-object download: ranged parts fetched by the transfer's pool, written in place, hashed in order from memory.
+"""Large-object download: ranged parts fetched by the transfer's pool, written in place, hashed in order.
 
 Pulled files must be checked against their sha256, and SHA-256 is sequential. Every large object of a pull is
 cut into parts of ``PART`` bytes, and every part is one task of the transfer's thread pool: parts of one
 object and of the next ones are fetched at the same time by all the workers, so a single large file gets as
 many connections as the pool has, and the last files of a pull never leave workers idle. A worker reads its
-part from the socket in slices of ``WRITE_SLICE`` and writes each at its offset as it comes (large writes are
-slow on VMs, see :data:`~disdat_luigi.fsutil.WRITE_SLICE`). The part the object's hash is waiting for is hashed
-slice by slice as it arrives; any other part is kept in memory until the hash reaches it: whichever worker
-lands the part the hash is waiting for hashes it and every landed part after it, in order. So every byte
-crosses memory once from the socket and is hashed from there: no second read of the file, and the hash of an
-object ends about when its last byte lands.
+part from the socket in slices of ``WRITE_SLICE``, into a buffer of its own that it reuses, and writes each
+slice at its offset as it comes (large writes are slow on VMs, see :data:`~disdat_luigi.fsutil.WRITE_SLICE`).
+The part the object's hash is waiting for is hashed slice by slice as it arrives; any other part is hashed
+later from the file (the page cache, read back into the same reused buffer): whichever worker lands the part
+the hash is waiting for hashes it and every landed part after it, in order. Nothing of a part is held in
+memory: on this machine a pull that kept the parts waiting for the hash in fresh memory paid a page fault for
+every 4 KiB it pulled (64k faults and ~0.3 s of system time for 256 MiB; s5cmd: 5k), more than reading them
+back costs; and what is hashed is what the file holds.
 
-Memory is bounded by a window: a part may start only when it is among the ``window`` oldest parts of the pull
-not hashed yet (parts are numbered in the order they are handed to the pool; the oldest never waits, so the
-pool always makes progress), which holds at most ``window x PART`` bytes (:func:`window_for`).
+How far ahead of the hash a pull may go is bounded by a window: a part may start only when it is among the
+``window`` oldest parts of the pull not hashed yet (parts are numbered in the order they are handed to the
+pool; the oldest never waits, so the pool always makes progress), so the parts read back are still in the page
+cache (:func:`window_for`).
 
 Measured on this machine (2 cores, SeaweedFS on loopback, whole ``dsdt pull`` processes): see bench/transfer.py
 and the closing note of issue 18.
@@ -24,7 +27,7 @@ import hashlib
 import os
 import threading
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import BinaryIO, Callable, Iterator, List, Optional, Set, Tuple
 
 from ..errors import IntegrityError
 from ..fsutil import WRITE_SLICE, write_at
@@ -47,23 +50,56 @@ def part_bounds(size: int, part: Optional[int] = None) -> List[Tuple[int, int]]:
 
 
 def window_for(held_bytes: int) -> int:
-    """How many parts may be in flight or waiting to be hashed so that at most ``held_bytes`` are held."""
+    """How many parts may be in flight or waiting to be hashed so that at most ``held_bytes`` are ahead of the
+    hash."""
     return max(2, held_bytes // PART)
 
 
-def read_slices(store: ObjectStore, key: str, start: int, length: int) -> Iterator[bytes]:
-    """Exactly ``length`` bytes of ``key`` from ``start`` (one request), in slices of at most ``WRITE_SLICE``
-    bytes, each copied once from the socket. An object that ends early is damaged (a dropped connection is
-    raised by the store as such, never taken for that)."""
-    got = 0
+_buffers = threading.local()
+
+
+def slice_buffer() -> memoryview:
+    """This thread's buffer of ``WRITE_SLICE`` bytes, reused by every slice it reads (fresh memory costs a page
+    fault every 4 KiB)."""
+    buf = getattr(_buffers, "view", None)
+    if buf is None or len(buf) < WRITE_SLICE:
+        buf = _buffers.view = memoryview(bytearray(WRITE_SLICE))
+    return buf
+
+
+def read_slices(store: ObjectStore, key: str, start: int, length: int) -> Iterator[memoryview]:
+    """Exactly ``length`` bytes of ``key`` from ``start`` (one request), as :func:`slices_of` gives them."""
     with store.open_range(key, start, length) as body:
-        while got < length:
-            chunk = body.read(min(WRITE_SLICE, length - got))
-            if not chunk:
-                raise IntegrityError(f"{key} on the remote is shorter than its manifest says: the remote copy is "
-                                     f"damaged, re-push the bundle from a good copy")
-            got += len(chunk)
-            yield chunk
+        yield from slices_of(body, key, length)
+
+
+def slices_of(body: BinaryIO, key: str, length: int) -> Iterator[memoryview]:
+    """The next ``length`` bytes of ``body`` (a stream of object ``key``), in slices of at most ``WRITE_SLICE``
+    bytes read into this thread's :func:`slice_buffer` (each slice is valid until the next one is asked for).
+    An object that ends early is damaged (a dropped connection is raised by the store as such, never taken for
+    that)."""
+    buf = slice_buffer()
+    got = 0
+    while got < length:
+        n = body.readinto(buf[:min(WRITE_SLICE, length - got)])
+        if not n:
+            raise IntegrityError(f"{key} on the remote is shorter than its manifest says: the remote copy is "
+                                 f"damaged, re-push the bundle from a good copy")
+        got += n
+        yield buf[:n]
+
+
+def read_back(fd: int, start: int, end: int) -> Iterator[memoryview]:
+    """Bytes ``start`` to ``end`` of the file ``fd``, in slices read into this thread's :func:`slice_buffer`."""
+    buf = slice_buffer()
+    pos = start
+    while pos < end:
+        n = os.preadv(fd, [buf[:min(WRITE_SLICE, end - pos)]], pos)
+        if not n:
+            raise IntegrityError(f"a pulled file is shorter than was written to it at {pos}: it was changed "
+                                 f"while being pulled")
+        pos += n
+        yield buf[:n]
 
 
 class _Object:
@@ -78,7 +114,7 @@ class _Object:
         self.lock = threading.Lock()
         self.fd: Optional[int] = None
         self.sha = hashlib.sha256()
-        self.landed: Dict[int, List[bytes]] = {}
+        self.landed: Set[int] = set()
         self.next = 0               # the next part to hash
         self.hashing = False        # a worker is hashing this object now
         self.finished = False       # verified (or rejected) and closed
@@ -86,7 +122,7 @@ class _Object:
     def open(self) -> int:
         with self.lock:
             if self.fd is None:
-                self.fd = os.open(self.dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                self.fd = os.open(self.dst, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
             return self.fd
 
     def close(self) -> None:
@@ -139,22 +175,19 @@ class Downloads:
         with obj.lock:
             hashing = not obj.hashing and obj.next == i   # the hash waits for this part: hash it as it comes
             obj.hashing = obj.hashing or hashing
-        kept: List[bytes] = []
         pos = start
         for chunk in read_slices(self.store, obj.key, start, end - start) if end > start else ():
             write_at(fd, chunk, pos)
             pos += len(chunk)
             if hashing:
                 obj.sha.update(chunk)
-            else:
-                kept.append(chunk)
         obj.on_bytes(end - start)
         if hashing:
             if self._hashed(obj):
                 self._hash_landed(obj)
             return
         with obj.lock:
-            obj.landed[i] = kept
+            obj.landed.add(i)
             if obj.hashing:
                 return            # the worker hashing this object takes this part too
             obj.hashing = True
@@ -178,14 +211,16 @@ class Downloads:
         return False
 
     def _hash_landed(self, obj: _Object) -> None:
-        """Hash the landed parts of ``obj`` in order, as far as they go (one worker at a time per object)."""
+        """Hash the landed parts of ``obj`` in order, as far as they go, read back from its file (one worker at a
+        time per object)."""
         while True:
             with obj.lock:
-                kept = obj.landed.pop(obj.next, None)
-                if kept is None:
+                if obj.next not in obj.landed:
                     obj.hashing = False
                     return
-            for chunk in kept:
+                obj.landed.discard(obj.next)
+                fd = obj.fd
+            for chunk in read_back(fd, *obj.parts[obj.next]):
                 obj.sha.update(chunk)
             if not self._hashed(obj):
                 return

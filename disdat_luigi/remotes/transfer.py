@@ -32,9 +32,9 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple, TypeVar
 
 from .. import config
 from ..store.context import Bundle, Context, Staging
-from .download import Downloads, window_for
+from .download import Downloads, slices_of, window_for
 from ..errors import DiskFull, DisdatError, IntegrityError, NotFound, StoreDamaged
-from ..fsutil import disk_space, require_space, sha256_file, write_new
+from ..fsutil import disk_space, require_space, sha256_file, write_at, write_new
 from ..store.manifest import FileEntry, Manifest
 from .progress import Listener, Progress
 from . import Remote, transfer_workers
@@ -315,6 +315,24 @@ class _Writer:
             self._reject(entry.sha256, "sha256 mismatch")
         self._copies(entry.sha256)
 
+    def from_slices(self, slices: Iterator[memoryview], entry: FileEntry) -> None:
+        """A file whose bytes come in slices (:func:`~.download.slices_of`): written as they come and hashed
+        beside, so they are never all in memory; removed when wrong."""
+        sha, path = hashlib.sha256(), self.path(entry.sha256)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+        try:
+            pos = 0
+            for chunk in slices:
+                write_at(fd, chunk, pos)
+                sha.update(chunk)
+                pos += len(chunk)
+        except BaseException:
+            path.unlink()     # never keep bytes that were not verified (a pull's staging is kept to resume)
+            raise
+        finally:
+            os.close(fd)
+        self.downloaded(entry, sha.hexdigest())
+
     def downloaded(self, entry: FileEntry, sha: str) -> None:
         """A large object written to its place (by :class:`Downloads`), whose bytes hash to ``sha``."""
         if sha != entry.sha256:
@@ -446,20 +464,27 @@ def _fetch_files(ctx: Context, remote: Remote, m: Manifest, staging: Staging, qu
             counted(run)
 
         def fetch_range(key: str, run: List[FileEntry], start: int, length: int) -> Optional[Fetched]:
-            """One GET (a pack's run, or a small blob: at most 8 MiB), read whole. Many small files are cut
-            out on the calling thread; files of 256 KiB and more are written here, where hashing and writing
-            them releases the GIL for long enough to overlap."""
+            """One GET (a pack's run, or a small blob: at most 8 MiB). Files of 256 KiB and more on average are
+            written here as their bytes come (:meth:`_Writer.from_slices`: hashing and writing them releases the
+            GIL for long enough to overlap, and they never take fresh memory, which costs a page fault every 4
+            KiB); runs of smaller files are read whole and cut out on the calling thread."""
+            if length >= len(run) * 256 * 1024:
+                with remote.store.open_range(key, start, length) as stream:
+                    at = start
+                    for e in run:
+                        for _ in slices_of(stream, key, (e.offset or 0) - at):   # a gap between files
+                            pass
+                        writer.from_slices(slices_of(stream, key, e.size), e)
+                        at = (e.offset or 0) + e.size
+                counted(run)
+                return None
             pool.acquire()
             try:
                 with remote.store.open_range(key, start, length) as stream:
-                    fetched = run, memoryview(read_exactly(stream, length)), start
+                    return run, memoryview(read_exactly(stream, length)), start
             except BaseException:
                 pool.window.release()
                 raise
-            if length >= len(run) * 256 * 1024:
-                write(fetched)
-                return None
-            return fetched
 
         def fetch_blob(e: FileEntry) -> Optional[Fetched]:
             return fetch_range(blob_key(e.sha256), [e], 0, e.size)

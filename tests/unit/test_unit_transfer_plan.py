@@ -272,17 +272,21 @@ def _slices_of(size, monkeypatch):
 
 def test_parts_are_written_in_slices_and_the_awaited_part_is_hashed_as_it_comes(tmp_path, monkeypatch):
     """No write larger than a slice (large writes are slow on VMs); the part the hash waits for is hashed slice by
-    slice as each is read, not once the whole part is in (so an object's hash ends with its last byte)."""
+    slice as each is read, not once the whole part is in (so an object's hash ends with its last byte); every
+    slice is read into the same buffer (fresh memory for each would cost a page fault every 4 KiB)."""
     monkeypatch.setattr(download, "PART", 1000)
     _slices_of(256, monkeypatch)
     data = os.urandom(2500)
     events = []
 
+    buffers = set()
+
     class Body(io.BytesIO):
-        def read(self, n=-1):
-            chunk = super().read(n)
-            events.append(("read", len(chunk)))
-            return chunk
+        def readinto(self, b):
+            n = super().readinto(b)
+            events.append(("read", n))
+            buffers.add(id(b.obj))
+            return n
 
     class Sha:
         def __init__(self, real=hashlib.sha256):
@@ -309,6 +313,33 @@ def test_parts_are_written_in_slices_and_the_awaited_part_is_hashed_as_it_comes(
     reads = [n for what, n in events if what == "read"]
     assert max(reads) == 256 and sum(reads) == len(data)
     assert events == [e for n in reads for e in (("read", n), ("hash", n))]
+    assert len(buffers) == 1
+
+
+def test_parts_that_land_before_the_hash_reaches_them_are_hashed_from_the_file(tmp_path, monkeypatch):
+    """A part that lands while the hash waits for an earlier one is not held in memory: the hash reads it back
+    from the file, so what is verified is what the file holds (bytes changed in the file meanwhile fail it)."""
+    monkeypatch.setattr(download, "PART", 100)
+    data = os.urandom(300)
+
+    def gate(key, start):
+        if start == 0:     # the awaited part comes last: parts 1 and 2 in first, then the file is changed
+            deadline = time.monotonic() + 10
+            while downloads.objects[0].landed != {1, 2}:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            fd = os.open(tmp_path / "k", os.O_WRONLY)
+            os.pwrite(fd, b"X", 150)
+            os.close(fd)
+
+    downloads = Downloads(PartStore({"k": data}, gate), window=3)
+    result = []
+    tasks = downloads.add("k", len(data), tmp_path / "k", lambda n: None, result.append)
+    with ThreadPoolExecutor(3) as pool:
+        for f in [pool.submit(t) for t in tasks]:
+            f.result()
+    changed = data[:150] + b"X" + data[151:]
+    assert result == [hashlib.sha256(changed).hexdigest()] != [hashlib.sha256(data).hexdigest()]
 
 
 def test_downloads_hold_at_most_the_window_of_parts(tmp_path, monkeypatch):
