@@ -7,9 +7,10 @@ scheduling of calls, not AWS (tests/batch/ runs the real thing on moto, behind a
 limits)."""
 from __future__ import annotations
 
+import math
 import threading
-import types
 import time
+import types
 
 import pytest
 
@@ -19,9 +20,11 @@ from disdat_luigi.containers.batch_monitor import BatchMonitor
 from disdat_luigi.errors import DisdatError
 
 
-@pytest.mark.parametrize("width, barriers", [(0, 0), (1, 0), (20, 0), (21, 2), (60, 3), (400, 20), (401, 21 + 2),
-                                             (1000, 50 + 3)])
-def test_a_fan_in_goes_through_as_few_barrier_layers_as_it_needs(width, barriers):
+@pytest.mark.parametrize("width, barriers", [(0, 0), (1, 0), (20, 0), (21, 1), (24, 1), (60, 3), (400, 20),
+                                             (401, 21), (1000, 52)])
+def test_a_fan_in_goes_through_as_few_barriers_as_the_limit_allows(width, barriers):
+    """Each barrier takes at most 19 off a node's count (20 jobs in, one out): ceil((width - 20) / 19) is the
+    fewest any tree of jobs waiting for at most 20 each can have."""
     made = []
 
     def barrier(level, index, jobs):
@@ -32,10 +35,20 @@ def test_a_fan_in_goes_through_as_few_barrier_layers_as_it_needs(width, barriers
     upstream = [f"j{i}" for i in range(width)]
     top = barrier_layers(upstream, barrier)
     assert len(top) <= MAX_DEPENDS_ON
-    assert len(made) == barriers
+    assert len(made) == barriers == max(0, math.ceil((width - MAX_DEPENDS_ON) / (MAX_DEPENDS_ON - 1)))
     # every upstream job is waited for exactly once, through exactly one chain of barriers
     waited = [j for _, _, jobs in made for j in jobs if j.startswith("j")] + [j for j in top if j.startswith("j")]
     assert sorted(waited) == sorted(upstream)
+    assert len({index for _, index, _ in made}) == len(made)   # barrier names stay unique
+
+
+def test_a_node_keeps_its_latest_upstream_jobs_as_direct_dependencies():
+    """A barrier's start is paid only when its jobs finish last: it gathers the earliest-submitted ones, and the
+    node depends on as many of the others directly as fit (24 upstream: 19 direct, one barrier of 5)."""
+    made = []
+    top = barrier_layers([f"j{i}" for i in range(24)], lambda level, index, jobs: made.append(jobs) or "b")
+    assert made == [[f"j{i}" for i in range(5)]]
+    assert top == [f"j{i}" for i in range(5, 24)] + ["b"]
 
 
 def test_a_job_over_the_dependency_limit_is_refused_before_anything_is_sent():
