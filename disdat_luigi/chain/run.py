@@ -200,6 +200,9 @@ def run(options: RunOptions) -> RunPlan:
             raise
         finally:
             if plan.chains and plan.wait:
+                from ..runs.submit import stop_holding
+
+                stop_holding()   # nodes held back and not yet submitted stay so (the next run submits them)
                 settle_nodes(plan)
             from ..containers.backend import close_backends
             from ..remotes import close_shared

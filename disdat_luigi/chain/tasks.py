@@ -21,6 +21,7 @@ remote share its nodes. A failure reaches the scheduler through Luigi's own path
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import threading
 import time
@@ -189,7 +190,7 @@ class ExecuteContainer(_OnRemote):
         from ..runs.owner import die_with_parent, in_worker_process
         from ..runs.status import StatusWatcher
         from ..runs.store import RunStore
-        from ..runs.submit import submitted_here, verified_job
+        from ..runs.submit import held_submission, submitted_here, verified_job
 
         die_with_parent()
         plan, backend = self.plan, get_backend(self.plan.backend)
@@ -200,7 +201,7 @@ class ExecuteContainer(_OnRemote):
         runs = RunStore(shared_remote(self.remote, self.remote_context))
         job = plan.job(self.node_id)
         if plan.chains:
-            self._execution = NodeAwait(job, backend, runs, reporter, submitted_here, verified_job)
+            self._execution = NodeAwait(job, backend, runs, reporter, submitted_here, verified_job, held_submission)
         else:
             node = plan.node(self.node_id)
             self._execution = NodeExecution(job, backend, runs, node.image, lambda: credentials_for(
@@ -399,7 +400,10 @@ class SubmitGraph(_OnRemote):
         self.report(f"submitting {len(jobs)} node(s) to {backend.name}", force=True)
         submitted = submit_graph(jobs, backend, RunStore(shared_remote(self.remote, self.remote_context)),
                                  lambda: credentials_for(plan.remote_url, plan.session_token_seconds,
-                                                         backend.long_lived_keys_allowed))
+                                                         backend.long_lived_keys_allowed),
+                                 # held nodes are submitted by threads of this process, for its node tasks: not
+                                 # in a process of Luigi's own worker (--workers > 1 forks one per task)
+                                 hold_wide=plan.wait and multiprocessing.parent_process() is None)
         self._complete = True
         SubmitGraph.submissions[plan.run_id] = submitted
         for s in submitted:

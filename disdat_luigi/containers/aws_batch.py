@@ -18,6 +18,8 @@ Its choices:
   of them as the limit allows (a fan-in of 24: 19 direct and one barrier of 5; of 1,000: 52). A failed
   upstream fails its barrier, and so the node, as a direct dependency would. Barriers are named
   ``disdat-barrier-<node id, 12>-...`` and tagged ``disdat.barrier``: they are never taken for a node's job.
+  A client that waits for its run needs none: it submits a wide fan-in once at most 20 of its upstream jobs
+  have not succeeded (:meth:`AWSBatch.unfinished_when_few`, runs/submit.py).
   (Array jobs would need fewer calls for a fan of one pipe class, but every node is its own pipe instance
   with its own parameters, record and retries, and a child learns its index only from the environment.)
 * **Waiting** (``--wait``): one :class:`~.batch_monitor.BatchMonitor` per process follows every job (100 a
@@ -36,6 +38,7 @@ Its choices:
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import re
 import threading
@@ -211,6 +214,25 @@ class AWSBatch(Backend):
         node = request.labels.get("disdat.node_id", "")[:12]
         return self.client.submit(f"disdat-barrier-{node}-{level}-{index}", queue, definition, ["--barrier"], {},
                                   jobs, {**request.labels, BARRIER_TAG: f"level {level}"})
+
+    def unfinished_when_few(self, job_ids: List[str], at_most: int, stopping: threading.Event) -> List[str]:
+        """Follows the jobs through the monitor's rounds, as waiting nodes do (no call of its own)."""
+        monitor = self.monitor
+        with contextlib.ExitStack() as following:
+            for job_id in job_ids:
+                following.enter_context(monitor.following(job_id))
+            seen = 0
+            while True:
+                _, seen = monitor.next_round(job_ids[0], seen)
+                if stopping.is_set() or monitor.released(job_ids[0]):
+                    raise KeyboardInterrupt("the run stopped")
+                states = {job_id: (monitor.latest(job_id) or {}).get("status") for job_id in job_ids}
+                failed = [job_id for job_id, state in states.items() if state == "FAILED"]
+                if failed:
+                    raise DisdatError(f"its upstream job {failed[0]} failed")
+                unfinished = [job_id for job_id, state in states.items() if state != "SUCCEEDED"]
+                if len(unfinished) <= at_most:
+                    return unfinished
 
     def job(self, job_id: str) -> "BatchJob":
         return BatchJob(self, job_id)

@@ -157,6 +157,12 @@ class Backend(ABC):
         """For many nodes at once (node id -> the job id its record names): the nodes whose named job is live
         and labelled with that node and this remote (a graph's worth of checks in a few calls)."""
 
+    def unfinished_when_few(self, job_ids: List[str], at_most: int, stopping: threading.Event) -> List[str]:
+        """(Backends that chain jobs.) Wait until at most ``at_most`` of ``job_ids`` have not succeeded, and
+        return those: a client that waits for its run submits a wide fan-in then, depending on them alone.
+        Raises DisdatError when one of them failed, KeyboardInterrupt once ``stopping`` is set."""
+        raise NotImplementedError(f"{self.name} does not chain jobs")
+
     def close(self) -> None:
         """Close the backend's connections."""
 

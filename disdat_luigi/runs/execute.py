@@ -23,6 +23,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import replace
 from typing import Callable, Dict, List, Optional, Protocol
 
@@ -180,17 +182,21 @@ class NodeAwait(_Interruptible):
 
     def __init__(self, job: NodeJob, backend: Backend, runs: RunStore, reporter: Reporter,
                  submitted_here: Callable[[str], bool] = lambda job_id: False,
-                 verified: Callable[[str, str], Optional[str]] = lambda where, node_id: None):
+                 verified: Callable[[str, str], Optional[str]] = lambda where, node_id: None,
+                 held: Callable[[str, str], Optional[Future]] = lambda where, node_id: None):
         super().__init__()
         self.node_job, self.backend, self.runs, self.reporter = job, backend, runs, reporter
         self.node_id = job.node.node_id
         self.owner = NodeOwner(runs, self.node_id, backend)
-        self.submitted_here, self.verified = submitted_here, verified
+        self.submitted_here, self.verified, self.held = submitted_here, verified, held
 
     def _stops(self, job: Job) -> bool:
         return self.submitted_here(job.id)  # another run's job keeps running: it is theirs to stop
 
     def execute(self) -> RunRecord:
+        held = self.held(self.runs.where, self.node_id)
+        if held is not None:
+            self._submitted(held)
         record = self.runs.current(self.node_id)
         if self.runs.made_by(record):
             return record  # type: ignore[return-value]
@@ -204,6 +210,19 @@ class NodeAwait(_Interruptible):
             raise ContainerFailed(f"{self.node_job.node.pipe_cls} has no live {self.backend.job_word}: "
                                   f"{_why_not(record)}")
         return self.follow(job)
+
+    def _submitted(self, held: Future) -> None:
+        """Wait for the submission of a node the run's submission held back (a wide fan-in, submitted when few
+        of its upstream jobs are left: runs/submit.py); then its record names its job, as any node's does."""
+        while True:
+            self._raise_if_interrupted()
+            try:
+                submitted = held.result(timeout=0.5)
+                break
+            except FutureTimeout:
+                continue
+        if submitted.job_id is None and submitted.why:
+            raise ContainerFailed(f"{self.node_job.node.pipe_cls} was not submitted: {submitted.why}")
 
     def follow(self, job: Job) -> RunRecord:
         self.job = job

@@ -16,16 +16,28 @@ are checked in batches (DescribeJobs, 100 a call), and every node is submitted a
 have jobs, by a bounded pool of submitters (a claim, one SubmitJob paced under Batch's rate by the client, the
 job id into the record). Fan-ins wider than Batch allows go through the
 backend's barrier jobs. A first submission of a graph of 1,000 nodes is Batch's pace: 25 s at 40 calls a second.
+
+A client that waits for its run (``--wait``) needs no barriers: it holds back a fan-in wider than Batch allows
+(and the nodes downstream of it), and submits it when at most 20 of its upstream jobs have not yet succeeded,
+depending on those alone (the backend's :meth:`~..containers.backend.Backend.unfinished_when_few`, fed by the
+rounds the waiting nodes make anyway). A barrier's start latency is a job start on Batch (seconds on EC2, up to
+a minute on Fargate), paid after the last upstream job ends; the held node is submitted while its upstream jobs
+still run. :func:`submit_graph` returns before the held nodes are submitted (their own threads do it), so that
+the waiting nodes are followed meanwhile; a held node's task waits for its submission (:func:`held_submission`).
+If an upstream job fails, the held node and its dependents are not submitted (Batch would fail them). A client
+stopped or killed before then leaves them unsubmitted, without a record: the next run submits them.
 """
 from __future__ import annotations
 
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..containers.backend import INFRASTRUCTURE, Backend, Job
+from ..containers.batch_client import MAX_DEPENDS_ON
 from ..containers.backend import INTERRUPTED as INTERRUPTED_CAUSE
 from ..containers.job import NodeJob, NodeSpec
 from ..containers.request import host_settings, run_request
@@ -39,7 +51,10 @@ _submitted_here: Dict[str, Tuple[str, str]] = {}   # job id -> (remote, node) of
 _verified: Dict[Tuple[str, str], str] = {}          # (remote, node) -> its job, checked by its labels here
 # (remote, the graph's nodes) -> (when, its states, uses left) of the latest survey of each graph (see survey)
 _surveys: Dict[Tuple[str, Tuple[str, ...]], Tuple[float, Dict[str, "NodeState"], int]] = {}
+_held: Dict[Tuple[str, str], Future] = {}          # (remote, node) -> the submission of a node held back
+_holding: List[Tuple[threading.Event, Future]] = []  # (its submission's stop, the future) of those not ended
 _submitted_lock = threading.Lock()
+HELD_STOP_WAIT = 5.0        # seconds a stopping run gives a held node's submission that is under way to end
 SURVEY_REUSE = 30.0         # seconds a graph's survey may stand in for the next ones (claims are compare-and-swaps)
 SURVEY_USES = 3             # ... how many (is the graph submitted? asked before building and by Luigi of the run
 #                             and of its task; then its submission)
@@ -65,11 +80,23 @@ def submitted_here(job_id: str) -> bool:
         return job_id in _submitted_here
 
 
+def held_submission(where: str, node_id: str) -> Optional[Future]:
+    """The submission (a Future of :class:`Submitted`) of a node this process held back, see the module
+    docstring; None for every other node."""
+    with _submitted_lock:
+        return _held.get((where, node_id))
+
+
+HELD = "held"                   # (a Submitted's state) to be submitted when few of its upstream jobs are left
+NOT_SUBMITTED = "not submitted"
+
+
 @dataclass(frozen=True)
 class Submitted:
     node: NodeSpec
     job_id: Optional[str]
-    state: str          # "submitted", "already running" or "done"
+    state: str          # "submitted", "already running", "done", HELD or NOT_SUBMITTED
+    why: str = ""       # (NOT_SUBMITTED) why not
 
 
 @dataclass(frozen=True)
@@ -141,31 +168,41 @@ def _existing(node_ids: List[str], runs: RunStore) -> Optional[set]:
 
 
 def submit_graph(jobs: Sequence[Tuple[NodeJob, str, RunSettings]], backend: Backend, runs: RunStore,
-                 secrets: Callable[[], Dict[str, str]]) -> List[Submitted]:
+                 secrets: Callable[[], Dict[str, str]], hold_wide: bool = False) -> List[Submitted]:
     """Submit ``jobs`` ((job, image reference, its pipe's settings), upstream first) with their dependencies;
-    see the module docstring."""
-    return _GraphSubmission(jobs, backend, runs, secrets()).run()
+    with ``hold_wide`` (the client waits for the run), hold wide fan-ins back instead of chaining them through
+    barriers. See the module docstring."""
+    return _GraphSubmission(jobs, backend, runs, secrets(), hold_wide).run()
 
 
 class _GraphSubmission:
     def __init__(self, jobs: Sequence[Tuple[NodeJob, str, RunSettings]], backend: Backend, runs: RunStore,
-                 credentials: Dict[str, str]):
+                 credentials: Dict[str, str], hold_wide: bool):
         self.jobs = {job.node.node_id: (job, image, settings) for job, image, settings in jobs}
         self.order = [job.node.node_id for job, _, _ in jobs]
         self.backend, self.runs, self.credentials = backend, runs, credentials
         self.host = host_settings(jobs[0][0].remote_url) if jobs else None
         self.stopping = threading.Event()
         self.mine: Dict[str, str] = {}      # node id -> job id submitted by this submission
+        self.hold_wide = hold_wide
 
     def run(self) -> List[Submitted]:
         states = survey(self.order, self.backend, self.runs)
         _forget_survey(self.runs, self.order)  # what is read after a submission must be read again
         futures: Dict[str, Future] = {}
+        held = self._held(states)
+        with _submitted_lock:  # an earlier run's held submission of a node is not this one's
+            for node in self.order:
+                _held.pop((self.runs.where, node), None)
         pool = ThreadPoolExecutor(pool_size(), thread_name_prefix="submit")
         try:
             for node in self.order:  # upstream first: a node's upstream futures always start before it does
-                futures[node] = pool.submit(self._node, node, states[node], futures)
-            out = [futures[node].result() for node in self.order]
+                if node in held:
+                    futures[node] = self._hold(node, states[node], futures)
+                else:
+                    futures[node] = pool.submit(self._node, node, states[node], futures)
+            out = [futures[node].result() if node not in held else Submitted(self.jobs[node][0].node, None, HELD)
+                   for node in self.order]
         except BaseException as exc:
             self.stopping.set()
             pool.shutdown(wait=True, cancel_futures=True)
@@ -177,6 +214,38 @@ class _GraphSubmission:
         self.runs.write_pending(root.bundle_name, self.order)
         return out
 
+    def _held(self, states: Dict[str, NodeState]) -> set:
+        """(hold_wide) The nodes to hold back: those to submit with more upstream jobs than Batch allows, and the
+        nodes downstream of one."""
+        held: set = set()
+        if not self.hold_wide:
+            return held
+        for node in self.order:
+            if states[node].done or states[node].live is not None:
+                continue
+            upstream = [up for up in dict.fromkeys(self.jobs[node][0].node.upstream.values()) if up in self.jobs]
+            if sum(not states[up].done for up in upstream) > MAX_DEPENDS_ON or any(up in held for up in upstream):
+                held.add(node)
+        return held
+
+    def _hold(self, node: str, state: NodeState, futures: Dict[str, Future]) -> Future:
+        """Submit the node from a thread of its own (it waits for its upstream jobs, see the module docstring);
+        a daemon, so that a client that ends first is not kept up by it."""
+        future: Future = Future()
+
+        def submit() -> None:
+            future.set_running_or_notify_cancel()
+            try:
+                future.set_result(self._node(node, state, futures))
+            except BaseException as exc:  # the node's task (or the run's stop) sees it
+                future.set_exception(exc)
+
+        with _submitted_lock:
+            _held[(self.runs.where, node)] = future
+            _holding.append((self.stopping, future))
+        threading.Thread(target=submit, name=f"held-{node[:12]}", daemon=True).start()
+        return future
+
     def _node(self, node: str, state: NodeState, futures: Dict[str, Future]) -> Submitted:
         job, image, settings = self.jobs[node]
         spec = job.node
@@ -184,7 +253,17 @@ class _GraphSubmission:
             return Submitted(spec, None, "done")
         if state.live is not None:
             return Submitted(spec, state.live.id, "already running")
-        upstream = [futures[up].result().job_id for up in dict.fromkeys(spec.upstream.values()) if up in futures]
+        ups = [futures[up].result() for up in dict.fromkeys(spec.upstream.values()) if up in futures]
+        blocked = next((up for up in ups if up.state == NOT_SUBMITTED), None)
+        if blocked is not None:
+            return Submitted(spec, None, NOT_SUBMITTED, f"its upstream node {blocked.node.pipe_cls} was not "
+                                                        f"submitted ({blocked.why})")
+        upstream = [up.job_id for up in ups if up.job_id]
+        if self.hold_wide and len(upstream) > MAX_DEPENDS_ON:
+            try:
+                upstream = self.backend.unfinished_when_few(upstream, MAX_DEPENDS_ON, self.stopping)
+            except DisdatError as exc:
+                return Submitted(spec, None, NOT_SUBMITTED, str(exc))
         owner = NodeOwner(self.runs, node, self.backend)
         record, version = state.record, state.version
         deadline = time.monotonic() + CLAIM_PATIENCE
@@ -207,7 +286,7 @@ class _GraphSubmission:
                 continue
             claim, claim_version = claimed
             try:
-                submitted = self.backend.submit(run_request(job, image, self.credentials, [j for j in upstream if j],
+                submitted = self.backend.submit(run_request(job, image, self.credentials, upstream,
                                                             claim.attempt, self.runs.job_arguments, settings,
                                                             self.host))
             except BaseException as exc:
@@ -243,8 +322,20 @@ class _GraphSubmission:
         return True
 
 
+def stop_holding() -> None:
+    """Submit none of the nodes held back any more (the run ends): they stay without a record, for the next run
+    to submit. A submission under way is given a moment to end, so that its job is known to be stopped."""
+    with _submitted_lock:
+        holding = list(_holding)
+        _holding.clear()
+    for stopping, _ in holding:
+        stopping.set()
+    wait_for([future for _, future in holding], timeout=HELD_STOP_WAIT)
+
+
 def stop_submitted(backend: Backend, runs: RunStore, why: str) -> None:
     """Stop every live job this process submitted to this remote (an interrupted ``--wait`` run)."""
+    stop_holding()
     with _submitted_lock:
         mine = {node: job_id for job_id, (where, node) in _submitted_here.items() if where == runs.where}
     stop_jobs(backend, runs, mine, why)
