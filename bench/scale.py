@@ -16,9 +16,9 @@
     other through the same proxy; and the most dependencies any job got;
   - waiting: ``wide.Naps --width 24 --seconds 20 --wait`` against the same run done bare: 24 jobs of the same
     image (its entrypoint left out) sleeping 20 s, submitted at once by boto3 through the same proxy and polled
-    with DescribeJobs once a second until all finish (ours also runs the gathering Naps job, after two
-    barriers, and pulls its output); the Batch calls a minute while waiting (after the last SubmitJob), in
-    all and by API, ours and the peer's.
+    with DescribeJobs once a second until all finish (ours also runs the gathering Naps job, submitted once at
+    most 20 naps are left, and pulls its output); the Batch calls a minute while waiting (after the last
+    SubmitJob), in all and by API, ours and the peer's.
 
 Results go to stdout and to bench/results/scale.json.
 """
@@ -281,7 +281,9 @@ def _wait_bench(env, batch, proxy, width=24, seconds=20.0) -> dict:
                  "--width", str(width), "--seconds", str(seconds))
     end = time.monotonic()
     calls, counts, violations = proxy.calls(), proxy.counts(), proxy.violations()
-    submitted = max((t for t, op in calls if op == "batch:SubmitJob"), default=start)
+    # waiting: from the first round of the poller (every part submitted) to the end; a held fan-in's SubmitJob
+    # then counts as a call made while waiting
+    submitted = min((t for t, op in calls if op == "batch:DescribeJobs"), default=start)
     waiting = _batch_calls(calls, submitted, end)
     jobs = _all_jobs(batch)
     timeline = _timeline(jobs, time.time() - (end - start))
