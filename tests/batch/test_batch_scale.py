@@ -95,10 +95,12 @@ def test_a_waiting_run_holds_a_wide_fan_in_back_until_20_of_its_upstream_jobs_ar
 
 
 def test_a_held_fan_in_is_not_submitted_when_an_upstream_job_fails(aws, home):
-    """One of 24 parts fails (its flag is a path every container has): the run fails with the part's reason, and
-    the join gets neither a job nor a record (Batch would have failed it); the run does not wait for it."""
+    """One of 24 parts fails at once (its flag is a path every container has) while the others take 15 s: the run
+    fails with the part's reason, and the join gets neither a job nor a record (Batch would have failed it).
+    (Had 4 parts succeeded first, the join would have been submitted depending on the failed one, and Batch
+    would have failed it: the same end, through Batch.)"""
     batch, url = aws
-    r = run_batch("--wait", *TOKEN, "-", "broken", "fan.Join", "--width", "24", "--fail-if", "/")
+    r = run_batch("--wait", *TOKEN, "-", "broken", "fan.Join", "--width", "24", "--seconds", "15", "--fail-if", "/")
     assert r.code != 0
     assert r.err.strip().splitlines()[-1].startswith("dsdt: error: the run failed: fan.Part failed: ")
     assert "failed on purpose" in r.err

@@ -1,7 +1,7 @@
 """A fan of test pipes, as wide as a test asks: Source -> ``width`` x Part -> Join.
 
-Each Part sleeps ``seconds`` (so that a test can see parts run at the same time) and can fail while the file
-named by ``fail_if`` exists (a path the container sees); Join adds their results up, so the output says every
+Each Part sleeps ``seconds`` (so that a test can see parts run at the same time), or fails at once while the
+file named by ``fail_if`` exists (a path the container sees); Join adds their results up, so the output says every
 part ran once with its own parameter."""
 import os
 import time
@@ -25,9 +25,9 @@ class Part(PipeTask):
         self.add_dependency("source", Source)
 
     def pipe_run(self, source):
-        time.sleep(self.seconds)
-        if self.fail_if and os.path.exists(self.fail_if):
+        if self.fail_if and os.path.exists(self.fail_if):   # at once: it fails before the others end
             raise RuntimeError(f"part {self.i} failed on purpose (its flag file exists)")
+        time.sleep(self.seconds)
         return source + self.i
 
 
