@@ -221,15 +221,19 @@ class AWSBatch(Backend):
         with contextlib.ExitStack() as following:
             for job_id in job_ids:
                 following.enter_context(monitor.following(job_id))
-            seen = 0
+            seen, rounds = 0, 0
             while True:
                 _, seen = monitor.next_round(job_ids[0], seen)
+                rounds += 1
                 if stopping.is_set() or monitor.released(job_ids[0]):
                     raise KeyboardInterrupt("the run stopped")
                 states = {job_id: (monitor.latest(job_id) or {}).get("status") for job_id in job_ids}
                 failed = [job_id for job_id, state in states.items() if state == "FAILED"]
                 if failed:
                     raise DisdatError(f"its upstream job {failed[0]} failed")
+                unknown = [job_id for job_id, state in states.items() if state is None]
+                if unknown and rounds > 1:   # every round after the first asked about all of them
+                    raise DisdatError(f"AWS Batch does not know its upstream job {unknown[0]}")
                 unfinished = [job_id for job_id, state in states.items() if state != "SUCCEEDED"]
                 if len(unfinished) <= at_most:
                     return unfinished

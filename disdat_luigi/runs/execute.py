@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import replace
@@ -177,6 +178,9 @@ class NodeExecution(_Interruptible):
                            arguments=self.runs.job_arguments, settings=self.settings)
 
 
+HELD_PATIENCE = 60.0     # seconds a node without a record is given to be submitted by another client (a held node)
+
+
 class NodeAwait(_Interruptible):
     """A node whose job owns it (AWS Batch), followed to its end (see the module docstring)."""
 
@@ -198,6 +202,8 @@ class NodeAwait(_Interruptible):
         if held is not None:
             self._submitted(held)
         record = self.runs.current(self.node_id)
+        if record is None and held is None:
+            record = self._claimed_elsewhere()
         if self.runs.made_by(record):
             return record  # type: ignore[return-value]
         named = record.job_id if record is not None and record.status == RUNNING else None
@@ -223,6 +229,19 @@ class NodeAwait(_Interruptible):
                 continue
         if submitted.job_id is None and submitted.why:
             raise ContainerFailed(f"{self.node_job.node.pipe_cls} was not submitted: {submitted.why}")
+
+    def _claimed_elsewhere(self) -> Optional[RunRecord]:
+        """A node without a record whose submission is not this process's: another client of the run (sharing
+        luigid) may hold it back until its upstream jobs are nearly done, and submit it within a poll round or
+        two of the moment they are; give it that long (None: nobody did, the node fails as never submitted)."""
+        deadline = time.monotonic() + HELD_PATIENCE
+        while time.monotonic() < deadline:
+            self._raise_if_interrupted()
+            time.sleep(2.0)
+            record = self.runs.current(self.node_id)
+            if record is not None:
+                return record
+        return None
 
     def follow(self, job: Job) -> RunRecord:
         self.job = job

@@ -25,10 +25,13 @@ a minute on Fargate), paid after the last upstream job ends; the held node is su
 still run. :func:`submit_graph` returns before the held nodes are submitted (their own threads do it), so that
 the waiting nodes are followed meanwhile; a held node's task waits for its submission (:func:`held_submission`).
 If an upstream job fails, the held node and its dependents are not submitted (Batch would fail them). A client
-stopped or killed before then leaves them unsubmitted, without a record: the next run submits them.
+stopped or killed before then leaves them unsubmitted, without a record: the next run submits them; a stop that
+comes while one is being submitted stops its job too. Another client of the same run (sharing luigid) whose
+task of a held node finds no record gives the holder a minute to submit it (``NodeAwait``).
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -47,12 +50,14 @@ from .owner import CLAIM_PATIENCE, NodeOwner, age
 from .record import FAILED, INTERRUPTED, RUNNING, RunRecord
 from .store import RunStore, Versioned, in_parallel, pool_size
 
+logger = logging.getLogger("disdat_luigi")
 _submitted_here: Dict[str, Tuple[str, str]] = {}   # job id -> (remote, node) of the jobs this process submitted
 _verified: Dict[Tuple[str, str], str] = {}          # (remote, node) -> its job, checked by its labels here
 # (remote, the graph's nodes) -> (when, its states, uses left) of the latest survey of each graph (see survey)
 _surveys: Dict[Tuple[str, Tuple[str, ...]], Tuple[float, Dict[str, "NodeState"], int]] = {}
 _held: Dict[Tuple[str, str], Future] = {}          # (remote, node) -> the submission of a node held back
-_holding: List[Tuple[threading.Event, Future]] = []  # (its submission's stop, the future) of those not ended
+# (its submission's stop, the future, set once it is past its wait and submitting) of the held nodes not ended
+_holding: List[Tuple[threading.Event, Future, threading.Event]] = []
 _submitted_lock = threading.Lock()
 HELD_STOP_WAIT = 5.0        # seconds a stopping run gives a held node's submission that is under way to end
 SURVEY_REUSE = 30.0         # seconds a graph's survey may stand in for the next ones (claims are compare-and-swaps)
@@ -185,6 +190,7 @@ class _GraphSubmission:
         self.stopping = threading.Event()
         self.mine: Dict[str, str] = {}      # node id -> job id submitted by this submission
         self.hold_wide = hold_wide
+        self.busy: Dict[str, threading.Event] = {}   # held node -> set once it is past its wait (see stop_holding)
 
     def run(self) -> List[Submitted]:
         states = survey(self.order, self.backend, self.runs)
@@ -232,17 +238,19 @@ class _GraphSubmission:
         """Submit the node from a thread of its own (it waits for its upstream jobs, see the module docstring);
         a daemon, so that a client that ends first is not kept up by it."""
         future: Future = Future()
+        self.busy[node] = threading.Event()
 
         def submit() -> None:
             future.set_running_or_notify_cancel()
             try:
                 future.set_result(self._node(node, state, futures))
-            except BaseException as exc:  # the node's task (or the run's stop) sees it
+            except BaseException as exc:  # the node's task (or the run's stop) sees it; the log says it anyway
+                logger.info("held node %s was not submitted: %s: %s", node[:12], type(exc).__name__, exc)
                 future.set_exception(exc)
 
         with _submitted_lock:
             _held[(self.runs.where, node)] = future
-            _holding.append((self.stopping, future))
+            _holding.append((self.stopping, future, self.busy[node]))
         threading.Thread(target=submit, name=f"held-{node[:12]}", daemon=True).start()
         return future
 
@@ -264,6 +272,8 @@ class _GraphSubmission:
                 upstream = self.backend.unfinished_when_few(upstream, MAX_DEPENDS_ON, self.stopping)
             except DisdatError as exc:
                 return Submitted(spec, None, NOT_SUBMITTED, str(exc))
+        if node in self.busy:
+            self.busy[node].set()
         owner = NodeOwner(self.runs, node, self.backend)
         record, version = state.record, state.version
         deadline = time.monotonic() + CLAIM_PATIENCE
@@ -285,6 +295,10 @@ class _GraphSubmission:
                     return Submitted(spec, None, "done")
                 continue
             claim, claim_version = claimed
+            if self.stopping.is_set():   # stopped while claiming: leave no claim for the next run to wait out
+                self.runs.write_if(claim.finished(INTERRUPTED, "its submission was interrupted",
+                                                  cause=INTERRUPTED_CAUSE), claim_version)
+                raise KeyboardInterrupt("the submission stopped")
             try:
                 submitted = self.backend.submit(run_request(job, image, self.credentials, upstream,
                                                             claim.attempt, self.runs.job_arguments, settings,
@@ -299,6 +313,9 @@ class _GraphSubmission:
                 _verified[(self.runs.where, node)] = submitted.id
             self.mine[node] = submitted.id
             owner.name_job(claim, claim_version, submitted)
+            if self.stopping.is_set() and node in self.busy:   # a held node submitted as its run stopped
+                stop_jobs(self.backend, self.runs, {node: submitted.id}, "its run was stopped as it was submitted")
+                raise KeyboardInterrupt("the submission stopped")
             return Submitted(spec, submitted.id, "submitted")
 
     def _wait_for_other(self, owner: NodeOwner, record: Optional[RunRecord], deadline: float):
@@ -328,9 +345,10 @@ def stop_holding() -> None:
     with _submitted_lock:
         holding = list(_holding)
         _holding.clear()
-    for stopping, _ in holding:
+        _held.clear()
+    for stopping, _, _ in holding:
         stopping.set()
-    wait_for([future for _, future in holding], timeout=HELD_STOP_WAIT)
+    wait_for([future for _, future, busy in holding if busy.is_set()], timeout=HELD_STOP_WAIT)
 
 
 def stop_submitted(backend: Backend, runs: RunStore, why: str) -> None:

@@ -216,7 +216,7 @@ def test_a_waiting_client_killed_while_it_holds_a_fan_in_leaves_it_to_the_next_r
 
     batch, url = aws
     width = 24
-    args = [*TOKEN, "-", "orphan", "fan.Join", "--width", str(width), "--seconds", "8"]
+    args = [*TOKEN, "-", "orphan", "fan.Join", "--width", str(width), "--seconds", "30"]  # none ends before the kill
     proc = subprocess.Popen([DSDT, "run", "--wait", *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:

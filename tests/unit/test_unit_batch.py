@@ -171,3 +171,52 @@ def test_a_job_batch_does_not_know_is_reported_as_such():
     with monitor.following("gone"):
         job, _ = monitor.next_round("gone", 0)
     assert job is None
+
+
+def _fast_monitor(monkeypatch):
+    from disdat_luigi.containers import batch_monitor
+
+    monkeypatch.setattr(batch_monitor, "POLL_FIRST", 0.05)   # the same schedule, twenty times faster
+    monkeypatch.setattr(batch_monitor, "POLL_MAX", 0.5)
+
+
+def test_a_held_fan_in_is_released_once_at_most_20_upstream_jobs_are_left(monkeypatch):
+    """A waiting client submits a fan-in of 30 when 20 upstream jobs are left (runs/submit.py), depending on
+    those: the backend's wait returns them, from the monitor's rounds, while the others still run."""
+    from disdat_luigi.containers.aws_batch import AWSBatch
+
+    _fast_monitor(monkeypatch)
+    ids = [f"job{i}" for i in range(30)]
+    fake = FakeBatch({i: "RUNNING" for i in ids})
+    backend = AWSBatch(fake)
+
+    def finish_one_by_one():
+        for i in ids:
+            time.sleep(0.15)
+            fake.jobs[i] = "SUCCEEDED"
+
+    threading.Thread(target=finish_one_by_one, daemon=True).start()
+    left = backend.unfinished_when_few(ids, MAX_DEPENDS_ON, threading.Event())
+    still_running = [i for i in ids if fake.jobs[i] != "SUCCEEDED"]
+    assert 10 <= len(left) <= MAX_DEPENDS_ON
+    assert set(still_running) <= set(left) and all(i in ids for i in left)
+
+
+@pytest.mark.parametrize("jobs, error", [({"a": "RUNNING", "b": "FAILED"}, "its upstream job b failed"),
+                                         ({"a": "RUNNING"}, "AWS Batch does not know its upstream job b")])
+def test_a_held_fan_in_ends_its_wait_when_an_upstream_job_failed_or_is_unknown(monkeypatch, jobs, error):
+    from disdat_luigi.containers.aws_batch import AWSBatch
+
+    _fast_monitor(monkeypatch)
+    with pytest.raises(DisdatError, match=error):
+        AWSBatch(FakeBatch(jobs)).unfinished_when_few(["a", "b"], 0, threading.Event())
+
+
+def test_a_held_fan_in_stops_waiting_when_its_run_stops(monkeypatch):
+    from disdat_luigi.containers.aws_batch import AWSBatch
+
+    _fast_monitor(monkeypatch)
+    stopping = threading.Event()
+    threading.Timer(0.3, stopping.set).start()
+    with pytest.raises(KeyboardInterrupt):
+        AWSBatch(FakeBatch({"a": "RUNNING"})).unfinished_when_few(["a"], 0, stopping)
