@@ -6,7 +6,8 @@ one round a second while states change; while none do, rounds further apart (1.5
 :data:`POLL_MAX` seconds: a job that ends is seen within 2 s, or a twentieth of the time it ran quiet (the wall
 time a back-off costs stays a small share of the run's: a join or the run's end waits for the round that sees
 its last job end, and on a 24-job ``--wait`` run on moto rounds up to 3 s apart cost ~1.5 s of its ~34 s);
-further apart while Batch refuses (throttling, an outage). So a waiting run makes at most one call a second per 100 jobs, and fewer while its jobs run long.
+further apart while Batch refuses (throttling, an outage). So a waiting run makes at most one call a second per
+100 jobs, and fewer while its jobs run long.
 
 Every waiting node (one thread per Luigi task) reads its job's state from the rounds instead of asking Batch
 itself, so a run of 1,000 jobs makes about ten calls a round, not a thousand: Metaflow's users met
