@@ -212,31 +212,41 @@ def clean(ctx: Context) -> Iterator[str]:
 
 
 def pending_output(remote: Remote, name: str) -> Optional[str]:
-    """The output uuid of the latest non-blocking run of ``name`` once it succeeded; None when there is no such
-    run or a newer version of ``name`` is on the remote anyway; one line (DisdatError) while it has not
-    finished, or when a node of it failed, naming that node and its reason."""
+    """The output uuid of the latest non-blocking (or waiting) run of ``name`` once it succeeded; None when there
+    is no such run or a newer version of ``name`` is on the remote anyway; one line (DisdatError) while it has
+    not finished (its root not even submitted yet included: an earlier version is not handed out meanwhile), or
+    when a node of it failed, naming that node and its reason."""
     runs = RunStore(remote)
     nodes = runs.pending(name)
-    root = runs.current(nodes[-1]) if nodes else None
-    if root is None or root.bundle_name != name:
+    if not nodes:
+        return None
+    root = runs.current(nodes[-1])
+    if root is not None and root.bundle_name != name:
+        return None
+    started = root.started if root is not None else _started_without_its_root(runs, nodes)
+    if started is None:
         return None
     try:
-        if remote.latest(name).created > root.started:
+        if remote.latest(name).created > started:
             return None
     except NotFound:
         pass
     records = settled(runs, in_parallel(runs.current, nodes))
     root = records[-1] or root
-    if root.status == SUCCEEDED:
+    if root is not None and root.status == SUCCEEDED:
         return root.output_uuid
     ended = [r for r in records if r is not None and r.status in FINAL and r.status != SUCCEEDED]
     retrying = _liveness(runs, [r for r in ended if r.detached and r.job_id])   # Batch tries some again
     failed = next((r for r in ended if not retrying.get(r.node_id)), None)
     if failed is not None:
-        which = "" if failed.node_id == root.node_id else f" at its upstream {failed.pipe_cls}"
+        which = "" if failed.node_id == nodes[-1] else f" at its upstream {failed.pipe_cls}"
         raise DisdatError(f"the latest run of {name} failed{which} ({failed.node_id[:12]}, "
                           f"{failed.status.replace('_', ' ')}): {failed.error or 'no reason recorded'} "
                           f"(`dsdt logs {failed.node_id[:12]}`)")
+    if root is None:
+        raise DisdatError(f"{name} is not ready yet: the last node of its run ({nodes[-1][:12]}) has no job yet: the "
+                          f"client that waits for the run submits it once its upstream jobs are done; if that client "
+                          f"was stopped, run the same `dsdt run` again to finish the run (`dsdt runs {name}`)")
     backend, unusable = _backend(root.backend)
     try:
         state = backend.job(root.job_id).status() if backend is not None and root.job_id else None
@@ -246,6 +256,14 @@ def pending_output(remote: Remote, name: str) -> Optional[str]:
     raise DisdatError(f"{name} is not ready yet: its run {root.node_id[:12]} ({root.pipe_cls}) is "
                       f"{state or 'running'}{f' as job {root.job_id}' if root.job_id else ''}{unknown}; pull again "
                       f"when it has finished (`dsdt runs {name}`)")
+
+
+def _started_without_its_root(runs: RunStore, nodes: List[str]) -> Optional[str]:
+    """When the run's root has no record yet (a waiting client holds a wide join back until its upstream jobs are
+    done, and may have been killed meanwhile): when the run started, from the records its own nodes wrote (their
+    run id is the root's); None when it has none, so that a marker nothing of which ran is not believed."""
+    own = [r for r in in_parallel(runs.current, nodes[:-1]) if r is not None and r.run_id == nodes[-1]]
+    return min((r.started for r in own), default=None)
 
 
 def settled(runs: RunStore, records: List[Optional[RunRecord]]) -> List[Optional[RunRecord]]:

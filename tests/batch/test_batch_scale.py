@@ -15,7 +15,7 @@ import urllib.request
 
 import pytest
 
-from conftest import DSDT, REPO, TOKEN, batch_records, run_batch, run_dsdt, wait_until
+from conftest import DSDT, REPO, TOKEN, assert_user_error, batch_records, run_batch, run_dsdt, wait_until
 
 WIDTH = 60
 
@@ -211,7 +211,8 @@ def test_interrupting_a_waiting_wide_run_stops_every_job_it_submitted(aws, home,
 
 def test_a_waiting_client_killed_while_it_holds_a_fan_in_leaves_it_to_the_next_run(aws, home):
     """kill -9 of a --wait client while its held join waits for the parts: the parts run on and the join stays
-    without a job or a record; the next run takes the parts' outputs and submits only the join."""
+    without a job or a record (`dsdt pull` says the run is not ready); the next run takes the parts' outputs and
+    submits only the join."""
     import signal
 
     batch, url = aws
@@ -230,6 +231,8 @@ def test_a_waiting_client_killed_while_it_holds_a_fan_in_leaves_it_to_the_next_r
                                   for j in _run_of(_queue_jobs(batch), url).values()), 120, every=1)
     assert "orphan" not in batch_records(url)
     assert len(_run_of(_queue_jobs(batch), url)) == 1 + width
+    # its pending marker names the join, which has no record: not ready (no earlier version handed out instead)
+    assert_user_error(run_dsdt("pull", "orphan"), "orphan is not ready yet", "has no job yet")
     again = run_batch("--wait", *args)
     assert again.code == 0, again.err
     assert home.context().latest("orphan").data() == width + sum(range(width))

@@ -128,3 +128,27 @@ def test_a_pending_marker_for_another_name_is_ignored(file_remote, home, cli):
     _craft(file_remote, "pending/other.json", {"nodes": [node]})  # claims the output of 'other' is node's
     assert_user_error(run_dsdt("pull", "other"), "no bundle named other on the remote")
     assert home.context().find(["other"]) == []
+
+
+@pytest.mark.parametrize("own_run", [True, False])
+def test_a_run_whose_root_has_no_job_yet_is_not_ready_and_no_earlier_version_is_pulled_meanwhile(
+        file_remote, home, own_run):
+    """A waiting client holds a wide join (the run's root) back until its upstream jobs are done, so the run's
+    pending marker names a root without a record, and the client may be killed meanwhile: `dsdt pull` says the
+    run is not ready instead of handing out the earlier version. A marker whose upstream records are another
+    run's (their run id is not the root's) is not believed: the earlier version is pulled."""
+    assert run_dsdt("run", "-", "nap", "slow.Sleep", "--seconds", "0", cwd=REPO).code == 0
+    earlier = home.context().latest("nap").uuid
+    home.context().remove([earlier])
+    root, part = "ab" * 16, "cd" * 16
+    _craft(file_remote, f"runs/{part}.json", dict(_running_record(None, node=part, name="nap-part"),
+                                                   run_id=root if own_run else NODE,
+                                                   started="2030-01-01T00:00:00.000000Z"))
+    _craft(file_remote, "pending/nap.json", {"nodes": [part, root]})
+    pulled = run_dsdt("pull", "nap")
+    if own_run:
+        assert_user_error(pulled, "nap is not ready yet", f"the last node of its run ({root[:12]}) has no job yet")
+        assert home.context().find(["nap"]) == []
+    else:
+        assert pulled.code == 0, pulled.err
+        assert home.context().latest("nap").uuid == earlier
