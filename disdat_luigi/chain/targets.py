@@ -12,8 +12,9 @@ remote URL and remote context), a local one by the store and context it is in; c
 
 Luigi asks every task of a graph whether it is complete, one after the other, before it runs anything: a
 thousand nodes would be a thousand sequential requests. So a run first surveys all of its nodes with a
-bounded pool (:func:`survey`), and :data:`completion` answers from that survey while Luigi schedules
-(:meth:`Completion.scheduling`); afterwards only what succeeded stays known (it cannot un-succeed), and
+bounded pool (:meth:`Completion.survey`), and :data:`completion` answers from that survey while Luigi schedules
+(:meth:`Completion.scheduling`, entered by chain/worker.py's ``ThreadWorker.add``); afterwards only what
+succeeded stays known (it cannot un-succeed: what the survey found, and the nodes this process saw succeed), and
 everything else is asked of the remote again.
 """
 from __future__ import annotations
@@ -127,13 +128,21 @@ class RunRecordTarget(_RemoteTarget):
         return RunStore(remote).record_key(self.node_id)
 
     def _check(self, remote: Remote) -> bool:
-        key = (self.remote_url, self.remote_context, self.node_id)
-        known = completion.known(key)
+        known = completion.known(self._known_as)
         if known is not None:
             return known
         succeeded = RunStore(remote).succeeded(self.node_id)
-        completion.learn(key, succeeded)
+        completion.learn(self._known_as, succeeded)
         return succeeded
+
+    @property
+    def _known_as(self) -> Tuple[str, str, str]:
+        return self.remote_url, self.remote_context, self.node_id
+
+    def seen_to_succeed(self) -> None:
+        """This process saw the node succeed (its record, and the output it names): Luigi's check of it, as an
+        upstream of the nodes that follow, needs no request."""
+        completion.learn(self._known_as, True)
 
     def record(self) -> Optional[RunRecord]:
         return RunStore(self._remote()).record(self.node_id)

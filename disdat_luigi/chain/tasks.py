@@ -224,6 +224,7 @@ class ExecuteContainer(_OnRemote):
             raise
         finally:
             watcher.unfollow(self.node_id)
+        self.output().seen_to_succeed()
         reporter.ended("succeeded", record.duration, f"{record.bundle_name} {record.output_uuid}")
 
 

@@ -87,6 +87,15 @@ class ThreadWorker(worker.Worker):
     def worker_processes(self, value: int) -> None:
         self._slots = int(value)
 
+    def add(self, task, multiprocess: bool = False, processes: int = 0) -> bool:
+        """Luigi's scheduling of the graph (a completion check of every task, one after the other), answered
+        from the run's survey of its nodes where there is one (chain/targets.py: one bounded pool of requests
+        instead of a request per node in turn)."""
+        from .targets import completion
+
+        with completion.scheduling():
+            return super().add(task, multiprocess, processes)
+
     def _create_task_process(self, task):
         process = super()._create_task_process(task)
         if not getattr(task, "runs_in_thread", False):

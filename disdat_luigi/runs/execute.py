@@ -91,7 +91,8 @@ class NodeExecution(_Interruptible):
         self.owner = NodeOwner(runs, self.node_id, backend)
 
     def execute(self) -> RunRecord:
-        """The node's succeeded record, after running it here or waiting for whoever runs it."""
+        """The node's succeeded record (its output, made by the node, is on the remote), after running it here
+        or waiting for whoever runs it."""
         while True:
             self._raise_if_interrupted()
             with self.owner.hold(self.reporter.state) as held:
@@ -278,7 +279,10 @@ def _why_not(record: Optional[RunRecord]) -> str:
 def _outcome(runs: RunStore, node_id: str, result: JobResult, attempt: int, word: str,
              record: Optional[RunRecord] = None) -> RunRecord:
     """The node's final record: the container's own when it wrote one, else the backend's reason (raised as
-    ContainerFailed with the job's last lines, leading with the container's own error when it gave one)."""
+    ContainerFailed with the job's last lines, leading with the container's own error when it gave one). A
+    succeeded record is returned only when its output, made by the node, is on the remote (as every record
+    :meth:`NodeExecution.execute` and :meth:`NodeAwait.execute` return): the run then knows the node is done
+    without asking again."""
     ended = result.reason or f"the {word} exited without writing its result"
     fallback = failure_reason(result) or ended  # the container's own last word, when it could not record it
     cause = TIMED_OUT_CAUSE if result.status == "timed_out" else result.cause or INFRASTRUCTURE
@@ -287,7 +291,11 @@ def _outcome(runs: RunStore, node_id: str, result: JobResult, attempt: int, word
             TIMED_OUT if result.status == "timed_out" else FAILED, fallback, exit_code=result.exit_code,
             cause=cause), attempt)
     if result.status == "succeeded" and record is not None and record.status == SUCCEEDED:
-        return record
+        if runs.made_by(record):
+            return record
+        raise ContainerFailed(f"its record says it succeeded, but its output {record.output_uuid} is not on the "
+                              f"remote as made by node {node_id[:12]}", result.log_tail, result.exit_code,
+                              INFRASTRUCTURE)
     wrote = record is not None and record.status == FAILED and record.error and record.error != fallback
     if wrote and result.status != "timed_out":  # the entrypoint recorded why: lead with that
         raise ContainerFailed(f"{record.error} ({ended})", result.log_tail, result.exit_code,  # type: ignore
