@@ -94,7 +94,8 @@ def luigid_ui(b, width, workers) -> dict:
     import aws_proxy
     import services
 
-    env = dict(b.env)
+    env = dict(b.env, DISDAT_HOME=str(b.work / "home-luigid"))   # its own: it runs with or without `local`
+    _setup(env, (b.work / "remote-luigid").as_uri(), b.base)
     with services.luigid(b.work / "luigid") as url, aws_proxy.aws_proxy(url) as proxy:
         nodes = width + 2
         ours = _dsdt(env, "run", "--force", "--workers", str(workers), "--scheduler-url", proxy.url, "-",
