@@ -234,7 +234,7 @@ def pending_output(remote: Remote, name: str) -> Optional[str]:
     records = settled(runs, in_parallel(runs.current, nodes))
     root = records[-1] or root
     if root is not None and root.status == SUCCEEDED:
-        return root.output_uuid
+        return root.output_uuid if _is_the_output(runs, root, name) else None
     ended = [r for r in records if r is not None and r.status in FINAL and r.status != SUCCEEDED]
     retrying = _liveness(runs, [r for r in ended if r.detached and r.job_id])   # Batch tries some again
     failed = next((r for r in ended if not retrying.get(r.node_id)), None)
@@ -256,6 +256,17 @@ def pending_output(remote: Remote, name: str) -> Optional[str]:
     raise DisdatError(f"{name} is not ready yet: its run {root.node_id[:12]} ({root.pipe_cls}) is "
                       f"{state or 'running'}{f' as job {root.job_id}' if root.job_id else ''}{unknown}; pull again "
                       f"when it has finished (`dsdt runs {name}`)")
+
+
+def _is_the_output(runs: RunStore, root: RunRecord, name: str) -> bool:
+    """The succeeded root's output is a bundle named ``name`` made by the root node: a marker and records are
+    anybody's writing, and a crafted pair must not hand out another bundle under this name."""
+    if root.bundle_name != name or not runs.made_by(root):
+        return False
+    try:
+        return runs.remote.manifest(root.output_uuid).name == name   # type: ignore[arg-type]
+    except (NotFound, IntegrityError):
+        return False
 
 
 def _started_without_its_root(runs: RunStore, nodes: List[str]) -> Optional[str]:

@@ -152,3 +152,20 @@ def test_a_run_whose_root_has_no_job_yet_is_not_ready_and_no_earlier_version_is_
     else:
         assert pulled.code == 0, pulled.err
         assert home.context().latest("nap").uuid == earlier
+
+
+def test_a_crafted_succeeded_root_cannot_hand_out_another_bundle_under_the_name(file_remote, home):
+    """A pending marker of `nap` whose root record says succeeded with the output of another pipe (bundle
+    `other`): `dsdt pull nap` does not believe it and pulls nap's own latest version."""
+    assert run_dsdt("run", "-", "nap", "slow.Sleep", "--seconds", "0", cwd=REPO).code == 0
+    assert run_dsdt("run", "-", "other", "slow.Sleep", "--seconds", "1", cwd=REPO).code == 0
+    nap, other = home.context().latest("nap").uuid, home.context().latest("other").uuid
+    home.context().remove([nap, other])
+    root = "ef" * 16
+    _craft(file_remote, f"runs/{root}.json", dict(_running_record(None, node=root, name="nap"), status="succeeded",
+                                                   output_uuid=other, started="2030-01-01T00:00:00.000000Z",
+                                                   stopped="2030-01-01T00:00:01.000000Z"))
+    _craft(file_remote, "pending/nap.json", {"nodes": [root]})
+    pulled = run_dsdt("pull", "nap")
+    assert pulled.code == 0, pulled.err
+    assert home.context().latest("nap").uuid == nap and home.context().find(["other"]) == []
