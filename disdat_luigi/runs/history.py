@@ -260,13 +260,10 @@ def pending_output(remote: Remote, name: str) -> Optional[str]:
 
 def _is_the_output(runs: RunStore, root: RunRecord, name: str) -> bool:
     """The succeeded root's output is a bundle named ``name`` made by the root node: a marker and records are
-    anybody's writing, and a crafted pair must not hand out another bundle under this name."""
-    if root.bundle_name != name or not runs.made_by(root):
-        return False
-    try:
-        return runs.remote.manifest(root.output_uuid).name == name   # type: ignore[arg-type]
-    except (NotFound, IntegrityError):
-        return False
+    anybody's writing, and a crafted pair must not hand out another bundle under this name. (The manifest that
+    made_by read is the remote's cached copy: no second request.)"""
+    return (root.bundle_name == name and runs.made_by(root)
+            and runs.remote.manifest(root.output_uuid).name == name)   # type: ignore[arg-type]
 
 
 def _started_without_its_root(runs: RunStore, nodes: List[str]) -> Optional[str]:
