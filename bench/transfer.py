@@ -16,10 +16,20 @@ deleted right after it is timed, so that each download writes into recycled page
 touched for the first time makes writes several times slower, and would otherwise fall on whichever tool
 happens to grow the page cache. The peers come from PyPI into bench/.peers (their own
 virtualenv, so aws-cli's pinned botocore never changes ours).
+
+On a VM whose kernel reports free memory to its hypervisor (virtio-balloon free page reporting, as on this
+Firecracker VM), memory freed and left idle for about a second is handed back to the host, and the next write
+into the page cache pays a host fault every page: a 1 GiB write costs 1.3-2.2 s of system time instead of 0.23
+s, depending only on how long ago the memory was freed. That, not the tools, was most of the spread of
+download times between runs (and it favoured whichever tool ran right after another's copy was deleted).
+EC2 instances and laptops do not hand memory back like that, so when it can (as root) the bench holds page
+reporting off for its run (``page_reporting_order`` above the largest order) and restores it after; when it
+cannot, it says so, and download times include it.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -30,6 +40,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -98,6 +109,29 @@ class Cpu:
 
 
 CPU: dict = {}   # tool -> direction -> list of (client user, client system, server) seconds, one per timed run
+
+
+PAGE_REPORTING = Path("/sys/module/page_reporting/parameters/page_reporting_order")
+
+
+@contextlib.contextmanager
+def page_reporting_held() -> Iterator[str]:
+    """Free page reporting to the hypervisor held off for the block (see the module's docstring); yields what
+    was done, for the report."""
+    try:
+        before = PAGE_REPORTING.read_text().strip()
+        PAGE_REPORTING.write_text("11")      # above MAX_PAGE_ORDER (10): no free block is large enough
+    except FileNotFoundError:
+        before = "this kernel reports no free pages"
+    except OSError as exc:
+        before = f"free page reporting could not be held off ({exc.strerror}): download times include host faults"
+    if not before.isdigit():
+        yield before
+        return
+    try:
+        yield f"free page reporting held off (page_reporting_order {before} -> 11, restored after)"
+    finally:
+        PAGE_REPORTING.write_text(before)
 
 
 def timed(cmd: list, env: dict, tool: str = "", direction: str = "") -> float:
@@ -216,7 +250,9 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="disdat-bench-"))
     results: dict = {}
     try:
-        with services.seaweedfs(work / "seaweedfs") as server:
+        with page_reporting_held() as memory, services.seaweedfs(work / "seaweedfs") as server:
+            print(f"bench: {memory}")
+            results["memory"] = memory
             import boto3
 
             Cpu.find_server(work / "seaweedfs")
@@ -260,7 +296,7 @@ def main() -> int:
     print(f"\n{'workload':<24}{'dir':<6}{'ours s':>8}{'s5cmd s':>9}{'aws s':>8}{'ours/s5cmd':>12}{'ours/aws':>10}"
           f"{'spread ours':>13}{'spread s5cmd':>14}")
     for w, r in results.items():
-        if w.endswith("incremental"):
+        if w.endswith("incremental") or w == "memory":
             continue
         for d in ("up", "down"):
             o, s, a = r["ours"][d], r["s5cmd"][d], r["aws"][d]
@@ -269,7 +305,7 @@ def main() -> int:
     print("\nCPU seconds (medians): the command's user + system, and the S3 server's meanwhile")
     print(f"{'workload':<24}{'dir':<6}" + "".join(f"{t + ' u+s':>16}{'server':>8}" for t in ("ours", "s5cmd")))
     for w, r in results.items():
-        for d in ("up", "down") if "cpu" in r else ():
+        for d in ("up", "down") if isinstance(r, dict) and "cpu" in r else ():
             cpu = [r["cpu"][t][d] for t in ("ours", "s5cmd")]
             print(f"{w + ' ' + r['label']:<24}{d:<6}" + "".join(f"{u:>8.2f}+{s:<7.2f}{srv:>8.2f}" for u, s, srv in cpu))
     inc = results.get("W1-incremental")
