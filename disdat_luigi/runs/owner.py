@@ -21,10 +21,9 @@ if the backend finds that job labelled with the node and the remote.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
-import multiprocessing
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -105,8 +104,10 @@ def sigterm_interrupts() -> Iterator[None]:
 
 
 def in_worker_process() -> bool:
-    """This is a child process of a Luigi worker pool (``--workers N`` under Luigi's own worker)."""
-    return multiprocessing.current_process().name != "MainProcess"
+    """This is a child process of a Luigi worker pool (``--workers N`` under Luigi's own worker). Such a child
+    has multiprocessing imported; a process that has not is none (and does not pay for importing it)."""
+    multiprocessing = sys.modules.get("multiprocessing")
+    return multiprocessing is not None and multiprocessing.current_process().name != "MainProcess"
 
 
 def die_with_parent() -> None:
@@ -114,6 +115,8 @@ def die_with_parent() -> None:
     child stops its container instead of running on unowned (Linux; elsewhere nothing happens)."""
     if not in_worker_process():
         return
+    import ctypes
+
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
