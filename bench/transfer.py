@@ -10,11 +10,8 @@ goes up and comes down with `dsdt push`/`dsdt pull` (a fresh context, so nothing
 and `aws s3 cp --recursive`, each into its own fresh prefix, as whole processes (start-up included).
 Then W1 again: a new version with identical files, and one with one changed file. Prints each time
 (median of --reps, and the spread: slowest minus fastest) and the ratio ours/peer, then the CPU seconds
-each spent (client user and system, SeaweedFS server; medians). Each tool first runs
-once untimed, and every downloaded copy is
-deleted right after it is timed, so that each download writes into recycled page cache: on this VM, memory
-touched for the first time makes writes several times slower, and would otherwise fall on whichever tool
-happens to grow the page cache. The peers come from PyPI into bench/.peers (their own
+each spent (client user and system, SeaweedFS server; medians). Each tool first runs once untimed, and every
+downloaded copy is deleted right after it is timed. The peers come from PyPI into bench/.peers (their own
 virtualenv, so aws-cli's pinned botocore never changes ours).
 
 On a VM whose kernel reports free memory to its hypervisor (virtio-balloon free page reporting, as on this
@@ -249,10 +246,10 @@ def main() -> int:
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="disdat-bench-"))
     results: dict = {}
+    memory = ""
     try:
         with page_reporting_held() as memory, services.seaweedfs(work / "seaweedfs") as server:
             print(f"bench: {memory}")
-            results["memory"] = memory
             import boto3
 
             Cpu.find_server(work / "seaweedfs")
@@ -296,7 +293,7 @@ def main() -> int:
     print(f"\n{'workload':<24}{'dir':<6}{'ours s':>8}{'s5cmd s':>9}{'aws s':>8}{'ours/s5cmd':>12}{'ours/aws':>10}"
           f"{'spread ours':>13}{'spread s5cmd':>14}")
     for w, r in results.items():
-        if w.endswith("incremental") or w == "memory":
+        if w.endswith("incremental"):
             continue
         for d in ("up", "down"):
             o, s, a = r["ours"][d], r["s5cmd"][d], r["aws"][d]
@@ -305,7 +302,7 @@ def main() -> int:
     print("\nCPU seconds (medians): the command's user + system, and the S3 server's meanwhile")
     print(f"{'workload':<24}{'dir':<6}" + "".join(f"{t + ' u+s':>16}{'server':>8}" for t in ("ours", "s5cmd")))
     for w, r in results.items():
-        for d in ("up", "down") if isinstance(r, dict) and "cpu" in r else ():
+        for d in ("up", "down") if "cpu" in r else ():
             cpu = [r["cpu"][t][d] for t in ("ours", "s5cmd")]
             print(f"{w + ' ' + r['label']:<24}{d:<6}" + "".join(f"{u:>8.2f}+{s:<7.2f}{srv:>8.2f}" for u, s, srv in cpu))
     inc = results.get("W1-incremental")
@@ -315,7 +312,7 @@ def main() -> int:
         print(f"W1 re-push, one file changed:      {inc['one_changed']['seconds']:.2f} s  "
               f"({inc['one_changed']['report']})")
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=1))
+    args.json.write_text(json.dumps(dict(results, memory=memory), indent=1))
     return 0
 
 

@@ -30,7 +30,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 # The commands each module registers: a command line naming one builds that module's parser alone (importing and
-# registering the other two costs every dsdt process ~10 ms, ~2% of pulling 256 MiB). tests/unit/test_unit_cli.py
+# registering the others cost `dsdt pull` ~7 ms, ~1% of pulling 256 MiB). tests/unit/test_unit_cli.py
 # checks this against what the modules register.
 COMMANDS = {
     "data_commands": ("init", "context", "switch", "add", "ls", "cat", "commit", "rm", "check", "lineage"),
