@@ -143,32 +143,56 @@ def page_reporting_held() -> Iterator[str]:
 def own_file_system(base: Path) -> Iterator[Tuple[Path, str]]:
     """Where the run's files go: a fresh ext4 with a journal on a loop device (see the module's docstring)
     when root, else ``base``; yields the place and what was done, for the report."""
+    plain = f"files in {base}, not on a file system of their own ({{}}): file creation times include whatever " \
+            f"was deleted on it in the minutes before"
     if os.geteuid() != 0:
-        yield base, f"files in {base}, not on a file system of their own (that needs root)"
+        yield base, plain.format("that needs root")
         return
     image, mount_point = base / "fs.img", base / "fs"
-
-    def run(*cmd: str) -> str:
-        return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
-
-    with contextlib.ExitStack() as undo:
-        try:
-            image.touch()
-            undo.callback(image.unlink)
-            os.truncate(image, int(shutil.disk_usage(base).free * 0.9))   # sparse: grows as the run writes
-            # inode tables and journal written now, not by a kernel thread in the background of the timings
-            run("mkfs.ext4", "-q", "-F", "-N", "2000000", "-E", "lazy_itable_init=0,lazy_journal_init=0", str(image))
-            loop = run("losetup", "--find", "--show", "--direct-io=on", str(image))   # no second page cache
-            undo.callback(run, "losetup", "-d", loop)
-            mount_point.mkdir()
-            run("mount", loop, str(mount_point))
-            undo.callback(run, "umount", str(mount_point))
-        except (OSError, subprocess.CalledProcessError) as exc:
-            undo.close()
-            why = (getattr(exc, "stderr", "") or str(exc)).strip().splitlines()[-1]
-            yield base, f"files in {base}, not on a file system of their own ({why})"
-            return
+    try:
+        image.touch()
+        os.truncate(image, int(shutil.disk_usage(base).free * 0.9))   # sparse: grows as the run writes
+        # inode tables and journal written now, not by a kernel thread in the background of the timings
+        _run("mkfs.ext4", "-q", "-F", "-N", "2000000", "-E", "lazy_itable_init=0,lazy_journal_init=0", str(image))
+        mount_point.mkdir()
+        loop = _run("losetup", "--find", "--show", "--direct-io=on", str(image))   # no second page cache
+        _run("mount", loop, str(mount_point))
+    except (OSError, subprocess.CalledProcessError) as exc:
+        why = " ".join((getattr(exc, "stderr", "") or str(exc)).split())[:200]
+    except BaseException:
+        _drop_file_system(image, mount_point)
+        raise
+    else:
+        why = ""
+    if why:
+        _drop_file_system(image, mount_point)
+        yield base, plain.format(why)
+        return
+    try:
         yield mount_point, f"files on a fresh journalled ext4 ({loop} over {image}, dropped after)"
+    finally:
+        _drop_file_system(image, mount_point)
+
+
+def _run(*cmd: str) -> str:
+    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def _drop_file_system(image: Path, mount_point: Path) -> None:
+    """Unmount (lazily if something still holds it), detach every loop device over ``image`` and delete it,
+    whatever state set-up reached; says what it could not do instead of raising (the results come first)."""
+    steps = [["umount", str(mount_point)]] if os.path.ismount(mount_point) else []
+    with contextlib.suppress(OSError, subprocess.CalledProcessError):
+        steps += [["losetup", "-d", line.split(":")[0]] for line in _run("losetup", "-j", str(image)).splitlines()]
+    for cmd in steps:
+        try:
+            _run(*cmd)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            if cmd[0] == "umount" and not subprocess.run(["umount", "--lazy", cmd[1]]).returncode:
+                continue
+            print(f"bench: {' '.join(cmd)} failed ({' '.join(str(getattr(exc, 'stderr', '') or exc).split())}): "
+                  f"undo it by hand", file=sys.stderr)
+    image.unlink(missing_ok=True)
 
 
 def timed(cmd: list, env: dict, tool: str = "", direction: str = "") -> float:

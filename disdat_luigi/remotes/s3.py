@@ -31,6 +31,10 @@ _CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenie
 # https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html (with check_bucket's two rules)
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _IP_ADDRESS = re.compile(r"\d+\.\d+\.\d+\.\d+")
+# The two timestamp forms S3 sends (s3_timestamp); fractions of 3 or 6 digits, as Python 3.9's fromisoformat takes
+_ISO_UTC = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{3}|\.\d{6})?Z")
+_HTTP_DATE = re.compile(r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) "
+                        r"\d{4} \d{2}:\d{2}:\d{2} GMT")
 MULTIPART = 8 * 1024 * 1024      # files above this are uploaded multipart ...
 PART_SIZE = 32 * 1024 * 1024     # ... in parts of this size (an object of many small parts reads slower)
 
@@ -87,14 +91,15 @@ def s3_timestamp(value: Any) -> datetime:
     us each here), which a LIST page pays for every key's LastModified (half of the CPU of listing 200 keys,
     and a run lists its records and statuses again and again) and every GET for its Last-Modified header.
     The two forms S3 sends, ISO 8601 in XML bodies ("2026-12-04T20:36:05.000Z") and RFC 1123 in headers
-    ("Fri, 04 Dec 2026 20:36:05 GMT"), are parsed by the stdlib (0.2 and 3 us); anything else by botocore."""
+    ("Fri, 04 Dec 2026 20:36:05 GMT"), are parsed by the stdlib (0.2 and 3 us) when they are exactly those
+    forms; anything else, and anything the stdlib refuses, by botocore."""
     if isinstance(value, str):
         try:
-            if value.endswith("Z") and "T" in value:
+            if _ISO_UTC.fullmatch(value):
                 return datetime.fromisoformat(value[:-1] + "+00:00")
-            if value.endswith(" GMT"):
+            if _HTTP_DATE.fullmatch(value):
                 return parsedate_to_datetime(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError):    # a day that is not in its month (3.9's email.utils: TypeError)
             pass
     from botocore.utils import parse_timestamp
     return parse_timestamp(value)

@@ -19,18 +19,25 @@ SAME_AS_BOTOCORE = [
     "2026-12-04T20:36:05+02:00",          # the forms below go to botocore's parser
     "Fri, 04 Dec 2026 20:36:05 +0200",
     "2026-12-04",
+    "Fri, 04 Dec 2026 8:36:05 PM GMT",    # near the forms: the stdlib would read these otherwise
+    "Fri, 04 Dec 70 20:36:05 GMT",
+    "Fri, 04 Dec 69 20:36:05 GMT",
+    "Mon, 04 Dec 2026 20:36:05 GMT",      # a wrong weekday: both ignore it
+    "2026-12-04T20:36:05.1234567Z",
     1700000000,
     1700000000.5,
     "1700000000",
 ]
-REFUSED = ["2026-13-04T20:36:05.000Z", "Xyz GMT", "not a time Z", "Fri, 31 Feb 2026 20:36:05 GMT"]
+REFUSED = ["2026-13-04T20:36:05.000Z", "Xyz GMT", "not a time Z", "Fri, 31 Feb 2026 20:36:05 GMT",
+           "Fri, 04 Dec 2026 20:36:05 -0000 GMT", "Fri, 04 Dec 2026 20:36:05 +0200 GMT", "Fri, 04 Dec 2026 EST GMT",
+           "Fri, 04 Dec 2026 20.36.05 GMT", "2026-W49-5T20:36:05Z", "2026-12-04T20:36:05.Z", "2026-12-04T24:00:00Z"]
 
 
 @pytest.mark.parametrize("value", SAME_AS_BOTOCORE)
 def test_same_instant_as_botocore(value):
-    ours = s3_timestamp(value)
-    assert ours == parse_timestamp(value)
-    assert ours.utcoffset() == parse_timestamp(value).utcoffset()
+    ours, botocores = s3_timestamp(value), parse_timestamp(value)
+    assert (ours.tzinfo is None) == (botocores.tzinfo is None)    # a naive and an aware time never compare equal
+    assert ours == botocores and ours.utcoffset() == botocores.utcoffset()
 
 
 @pytest.mark.parametrize("value", REFUSED)
