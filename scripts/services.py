@@ -139,13 +139,26 @@ def seaweedfs(data_dir: Path, access_key: str = "disdat-test-key", secret_key: s
     ports = {f"-{name}": free_port() for name in ("master.port", "master.port.grpc", "volume.port",
                                                   "volume.port.grpc", "filer.port", "filer.port.grpc",
                                                   "s3.port.grpc", "admin.port", "admin.port.grpc")}
-    cmd = [weed, "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false",
-           "-admin.ui=false", "-webdav=false", f"-s3.port={port}", "-s3.port.iceberg=0", "-s3.port.lance=0"]
+    # -logdir: weed's own log files go with the server, not into /tmp
+    cmd = [weed, f"-logdir={data_dir}", "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+           "-master.telemetry=false", "-admin.ui=false", "-webdav=false", f"-s3.port={port}", "-s3.port.iceberg=0",
+           "-s3.port.lance=0"]
     cmd += [f"{flag}={p}" for flag, p in ports.items()]
     env = dict(os.environ, AWS_ACCESS_KEY_ID=access_key, AWS_SECRET_ACCESS_KEY=secret_key)
     endpoint = f"http://127.0.0.1:{port}"
-    with _serving(cmd, data_dir / "weed.log", lambda: _http_answers(endpoint), "SeaweedFS", 60, env):
-        yield S3Server(endpoint, access_key, secret_key)
+    try:
+        with _serving(cmd, data_dir / "weed.log", lambda: _http_answers(endpoint), "SeaweedFS", 60, env):
+            yield S3Server(endpoint, access_key, secret_key)
+    finally:
+        for path in weed_sockets(port, ports["-s3.port.grpc"], ports["-admin.port.grpc"]):
+            path.unlink(missing_ok=True)
+
+
+def weed_sockets(s3_port: int, s3_grpc_port: int, admin_grpc_port: int) -> list:
+    """The unix sockets weed mini makes in /tmp (named by port; no flag moves the gRPC ones) and leaves there
+    when it stops."""
+    return [Path(f"/tmp/seaweedfs-s3-{s3_port}.sock"), Path(f"/tmp/seaweedfs-s3-grpc-{s3_grpc_port}.sock"),
+            Path(f"/tmp/seaweedfs-admin-grpc-{admin_grpc_port}.sock")]
 
 
 @contextlib.contextmanager
