@@ -149,6 +149,7 @@ def own_file_system(base: Path) -> Iterator[Tuple[Path, str]]:
         yield base, plain.format("that needs root")
         return
     image, mount_point = base / "fs.img", base / "fs"
+    why = ""
     try:
         image.touch()
         os.truncate(image, int(shutil.disk_usage(base).free * 0.9))   # sparse: grows as the run writes
@@ -157,15 +158,12 @@ def own_file_system(base: Path) -> Iterator[Tuple[Path, str]]:
         mount_point.mkdir()
         loop = _run("losetup", "--find", "--show", "--direct-io=on", str(image))   # no second page cache
         _run("mount", loop, str(mount_point))
-    except (OSError, subprocess.CalledProcessError) as exc:
-        why = " ".join((getattr(exc, "stderr", "") or str(exc)).split())[:200]
-    except BaseException:
+    except BaseException as exc:
         _drop_file_system(image, mount_point)
-        raise
-    else:
-        why = ""
-    if why:
-        _drop_file_system(image, mount_point)
+        if not isinstance(exc, (OSError, subprocess.CalledProcessError)):
+            raise
+        why = " ".join((getattr(exc, "stderr", "") or str(exc)).split())[:200] or type(exc).__name__
+    if why:   # yielded here, not in the except: an error of the run is not chained to the set-up's
         yield base, plain.format(why)
         return
     try:

@@ -150,11 +150,11 @@ def seaweedfs(data_dir: Path, access_key: str = "disdat-test-key", secret_key: s
         with _serving(cmd, data_dir / "weed.log", lambda: _http_answers(endpoint), "SeaweedFS", 60, env):
             yield S3Server(endpoint, access_key, secret_key)
     finally:
-        for path in weed_sockets(port, ports["-s3.port.grpc"], ports["-admin.port.grpc"]):
+        for path in _weed_sockets(port, ports["-s3.port.grpc"], ports["-admin.port.grpc"]):
             path.unlink(missing_ok=True)
 
 
-def weed_sockets(s3_port: int, s3_grpc_port: int, admin_grpc_port: int) -> list:
+def _weed_sockets(s3_port: int, s3_grpc_port: int, admin_grpc_port: int) -> list:
     """The unix sockets weed mini makes in /tmp (named by port; no flag moves the gRPC ones) and leaves there
     when it stops."""
     return [Path(f"/tmp/seaweedfs-s3-{s3_port}.sock"), Path(f"/tmp/seaweedfs-s3-grpc-{s3_grpc_port}.sock"),
